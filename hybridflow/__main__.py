@@ -1,0 +1,5 @@
+"""``python -m hybridflow``."""
+
+from hybridflow.cli import main
+
+main()

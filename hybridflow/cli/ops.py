@@ -1,0 +1,169 @@
+"""``serve``, ``sweep``, ``replay`` and ``keys``: running HybridFlow and looking into it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import typer
+from aiohttp import web
+from rich.progress import Progress
+from rich.table import Table
+
+from hybridflow.cli import app, fail, out, print_json, run, settings_of
+from hybridflow.config import Settings
+from hybridflow.crypto import generate_key
+from hybridflow.errors import HybridFlowError
+from hybridflow.logs import configure_logging
+from hybridflow.service import Service
+from hybridflow.web import create_app
+
+keys_app = typer.Typer(help="Manage the encryption key for secrets at rest.", no_args_is_help=True)
+log = structlog.get_logger("hybridflow.serve")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new secret key for HYBRIDFLOW_SECRET_KEY (keep it safe: stored API keys need it)."""
+    out.print(generate_key())
+
+
+async def _serve(settings: Settings) -> None:
+    async with Service.open(settings, serving=True) as service:
+        runner = web.AppRunner(create_app(service), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("serve.started", host=settings.host, port=settings.port, database=service.store.dialect,
+                 worker=service.worker_id)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("serve.stopping")
+        await runner.cleanup()  # stops accepting, then hands back or finishes in-flight replies
+        log.info("serve.stopped")
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port to listen on (default 8000)."),
+    log_format: str | None = typer.Option(None, "--log-format", help="json or console (default: json unless a terminal)."),
+) -> None:
+    """Run the webhook server, the reply worker and the auto-resume sweep."""
+    settings = settings_of(ctx, host=host, port=port, log_format=log_format)
+    configure_logging(settings.log_format, settings.log_level, stream=sys.stdout)
+    try:
+        asyncio.run(_serve(settings))
+    except HybridFlowError as exc:
+        raise fail(exc.message, exc.exit_code) from None
+    except OSError as exc:
+        raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+
+
+@app.command("sweep")
+def sweep(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Resume sessions whose pause has run out. Quiet when there is nothing to do; safe from cron."""
+    resumed = run(ctx, Service.sweep)
+    if as_json:
+        print_json({"resumed": [v.as_dict() for v in resumed]})
+        return
+    for v in resumed:
+        out.print(f"resumed {v.instance} {v.chat_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    origin: str
+    body: Any
+    raw: str
+
+
+def _payloads(path: Path) -> list[Payload]:
+    """Webhook bodies from a JSON file, a JSON-lines file, or a directory of them."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl", ".ndjson"))
+        return [payload for file in files for payload in _payloads(file)]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}", 2) from None
+    try:
+        return [Payload(str(path), json.loads(text), text)]
+    except json.JSONDecodeError:
+        pass
+    payloads = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                payloads.append(Payload(f"{path}:{number}", json.loads(line), line))
+            except json.JSONDecodeError as exc:
+                payloads.append(Payload(f"{path}:{number}", exc, line))
+    if not payloads:
+        raise fail(f"{path} holds no JSON", 2)
+    return payloads
+
+
+@app.command("replay")
+def replay(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., exists=True, help="A webhook body (.json), a JSON-lines file, or a directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen and the reply; keep nothing."),
+    instance: str | None = typer.Option(None, "--instance", help="Replay as this instance instead of the payload's."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines for scripts."),
+) -> None:
+    """Push captured webhook bodies through the same pipeline as the webhook and print each action."""
+    payloads = _payloads(path)
+
+    async def go(service: Service) -> list[dict[str, Any]]:
+        results = []
+        with Progress(transient=True, disable=len(payloads) < 20 or as_json, console=out) as progress:
+            task = progress.add_task("replaying", total=len(payloads))
+            for p in payloads:
+                results.append(await _replay_one(service, p, instance, dry_run))
+                progress.advance(task)
+        return results
+
+    results = run(ctx, go)
+    if as_json:
+        for r in results:
+            print_json(r)
+    else:
+        for r in results:
+            detail = r.get("error") or " ".join(f"{k}={v}" for k, v in r.items()
+                                                if k in ("chat_id", "message_id", "reason") and v)
+            out.print(f"{r['origin']}: [bold]{r['action']}[/bold] {detail}")
+            if r.get("reply"):
+                out.print(f"  [cyan]reply:[/cyan] {r['reply']}")
+        if len(results) > 1:
+            table = Table("action", "count")
+            for action, count in Counter(r["action"] for r in results).most_common():
+                table.add_row(action, str(count))
+            out.print(table)
+    if any(r["action"] == "error" for r in results):
+        raise typer.Exit(1)
+
+
+async def _replay_one(service: Service, p: Payload, instance: str | None, dry_run: bool) -> dict[str, Any]:
+    if isinstance(p.body, Exception):
+        return {"origin": p.origin, "action": "error", "error": f"not valid JSON: {p.body}"}
+    body = p.body
+    if instance is not None and isinstance(body, dict):
+        body = {**body, "instance": instance}
+    try:
+        if dry_run:
+            result, reply = await service.rehearse(body, p.raw)
+            return {"origin": p.origin, **result.as_dict(), "dry_run": True, "reply": reply}
+        return {"origin": p.origin, **(await service.ingest(body, p.raw)).as_dict()}
+    except HybridFlowError as exc:
+        return {"origin": p.origin, "action": "error", "error": exc.message}

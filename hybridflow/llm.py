@@ -1,0 +1,163 @@
+"""The Ollama client and the prompt built from a tenant's system prompt and the chat history.
+
+Failures become ``LLMError`` with ``transient`` saying whether a retry can help:
+
+    model not found (404)               permanent, the message says ``ollama pull <model>``
+    other 4xx, out of memory            permanent
+    5xx, 408, 429, server busy          transient
+    refused connection, timeout, reset  transient
+    an empty answer                     permanent (the same prompt would give the same nothing)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import ollama
+import structlog
+
+from hybridflow.errors import LLMError
+
+log = structlog.get_logger("hybridflow.llm")
+
+ROLES = ("user", "assistant")
+# Reasoning models (deepseek-r1, qwen3 on older Ollama) put their chain of thought in the content.
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the conversation as the model sees it."""
+
+    role: str  # "user" | "assistant"
+    text: str
+
+
+def build_messages(system_prompt: str, history: Sequence[Turn]) -> list[dict[str, str]]:
+    """System prompt first, then the history in order; same-role neighbours merged, empty texts skipped."""
+    messages: list[dict[str, str]] = []
+    if system_prompt.strip():
+        messages.append({"role": "system", "content": system_prompt})
+    for turn in history:
+        if turn.role not in ROLES:
+            raise ValueError(f"a turn's role must be one of {ROLES}, got {turn.role!r}")
+        if not turn.text.strip():
+            continue
+        last = messages[-1] if messages else None
+        # Chat templates expect user and assistant to alternate; two quick messages become one turn.
+        if last is not None and last["role"] == turn.role:
+            last["content"] = f"{last['content']}\n{turn.text}"
+        else:
+            messages.append({"role": turn.role, "content": turn.text})
+    return messages
+
+
+def clean_answer(content: str | None) -> str:
+    """The answer to send: reasoning blocks removed, whitespace stripped."""
+    return _THINK_BLOCK.sub("", content or "").strip()
+
+
+class LLMClient:
+    """Ollama's AsyncClient with an explicit timeout and HybridFlow's error classification."""
+
+    def __init__(self, *, host: str, timeout: float = 120.0, client: ollama.AsyncClient | None = None) -> None:
+        self._host = host
+        self._timeout = timeout
+        self._owns_client = client is None
+        # ollama's own default timeout is None: a stuck model would hold a reply forever.
+        self._client = client if client is not None else ollama.AsyncClient(host=host, timeout=timeout)
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections, unless the client was handed in (its owner closes it)."""
+        if self._owns_client:
+            await self._client.close()
+
+    async def chat(self, *, model: str, messages: list[dict[str, str]], options: dict | None = None) -> str:
+        """The assistant's answer to ``messages``, stripped; raises LLMError."""
+        fields: dict[str, Any] = {"model": model, "messages": len(messages)}
+        started = time.perf_counter()
+        try:
+            response = await self._client.chat(model=model, messages=messages, options=options, stream=False)
+        except Exception as exc:
+            error = self._classify(exc, model)
+            if error is None:
+                raise
+            _log_request(fields, started, error=error)
+            raise error from exc
+        answer = clean_answer(response.message.content)
+        fields.update(answer_length=len(answer), eval_count=response.eval_count, done_reason=response.done_reason)
+        if not answer:
+            error = LLMError(f'model "{model}" returned an empty answer', transient=False)
+            _log_request(fields, started, error=error)
+            raise error
+        _log_request(fields, started, error=None)
+        return answer
+
+    async def model_exists(self, model: str) -> bool:
+        """Whether Ollama has ``model`` (``llama3.2`` matches ``llama3.2:latest``); raises LLMError if unreachable."""
+        try:
+            await self._client.show(model)
+        except Exception as exc:
+            if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
+                return False
+            error = self._classify(exc, model)
+            if error is None:
+                raise
+            raise error from exc
+        return True
+
+    def _classify(self, exc: BaseException, model: str) -> LLMError | None:
+        """Our error for what the ollama client raised, or None for a programming error to let through."""
+        where = f"Ollama at {self._host}"
+        if isinstance(exc, ollama.ResponseError):
+            return _response_error(exc, model, where)
+        if isinstance(exc, ConnectionError):  # what ollama turns httpx.ConnectError into
+            return LLMError(f"cannot connect to {where}: connection refused or server down", transient=True)
+        if isinstance(exc, httpx.TimeoutException):  # ollama lets these through unwrapped
+            return LLMError(f"{where} timed out after {self._timeout:g}s (model {model})", transient=True)
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return LLMError(f"invalid Ollama host {self._host!r}: {exc}", transient=False)
+        if isinstance(exc, httpx.HTTPError):
+            return LLMError(f"{where}: {type(exc).__name__}: {exc}", transient=True)
+        if isinstance(exc, ollama.RequestError):
+            return LLMError(f"invalid request to Ollama: {exc}", transient=False)
+        if isinstance(exc, json.JSONDecodeError):  # e.g. a proxy's HTML page answered with 200
+            return LLMError(f"{where} answered with something that is not JSON: {exc}", transient=True)
+        return None
+
+
+def _response_error(exc: ollama.ResponseError, model: str, where: str) -> LLMError:
+    status = exc.status_code
+    reason = str(exc.error).strip()
+    if status == 404 or (status in (400, -1) and "not found" in reason.lower()):
+        return LLMError(
+            f'model "{model}" is not available on {where}: run `ollama pull {model}` ({reason})',
+            transient=False,
+            http_status=status if status > 0 else None,
+        )
+    http_status = status if status > 0 else None
+    if "system memory" in reason:  # "model requires more system memory (X GiB) than is available"
+        return LLMError(f'model "{model}" does not fit on {where}: {reason}', transient=False, http_status=http_status)
+    transient = status < 0 or status >= 500 or status in (408, 429)
+    return LLMError(f"{where} failed with HTTP {status}: {reason}", transient=transient, http_status=http_status)
+
+
+def _log_request(fields: dict[str, Any], started: float, *, error: LLMError | None) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    if error is None:
+        log.info("llm.request", **fields, duration_ms=duration_ms, outcome="ok")
+        return
+    outcome = "transient_error" if error.transient else "permanent_error"
+    log.warning("llm.request", **fields, duration_ms=duration_ms, outcome=outcome, error=error.message)

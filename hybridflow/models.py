@@ -1,0 +1,181 @@
+"""SQLModel tables. Every timestamp is a timezone-aware UTC datetime on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+# Reply job states. ``queued`` -> ``running`` (claimed, generating) -> ``sending`` (attempt recorded) -> ``sent``.
+QUEUED, RUNNING, SENDING, SENT = "queued", "running", "sending", "sent"
+FAILED, SKIPPED_PAUSED, UNKNOWN, RETRY = "failed", "skipped_paused", "unknown", "retry"
+OPEN_JOB_STATES = (QUEUED, RETRY, RUNNING, SENDING)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A DateTime that always comes back timezone-aware in UTC (SQLite stores no zone of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> object:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class SchemaInfo(SQLModel, table=True):
+    __tablename__ = "hybridflow_schema"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    updated_at: datetime = _ts(nullable=False)
+
+
+class Tenant(SQLModel, table=True):
+    """One Evolution instance answered by HybridFlow. Empty optional fields follow the configuration."""
+
+    __tablename__ = "tenants"
+
+    id: int | None = Field(default=None, primary_key=True)
+    instance: str = Field(sa_column_kwargs={"unique": True}, nullable=False)
+    prompt: str = Field(sa_type=sa.Text, nullable=False)
+    evolution_url: str | None = None
+    api_key_enc: str | None = Field(default=None, sa_type=sa.Text)
+    webhook_secret_enc: str | None = Field(default=None, sa_type=sa.Text)
+    jwt_key_enc: str | None = Field(default=None, sa_type=sa.Text)
+    model: str | None = None
+    resume_after: float | None = None
+    debounce: float | None = None
+    api_version: str = Field(default="v2", max_length=4)
+    allow_groups: bool = False
+    send_presence: bool = False
+    mark_read: bool = False
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class ChatSession(SQLModel, table=True):
+    """The state of one chat of one tenant: paused or not, and since when."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "chat_id", name="uq_sessions_tenant_chat"),
+        sa.Index("ix_sessions_paused_resumes_at", "is_paused", "resumes_at"),
+        sa.Index("ix_sessions_paused_last_human", "is_paused", "last_human_at"),
+        sa.Index("ix_sessions_tenant_last_message", "tenant_id", "last_message_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
+    chat_id: str = Field(nullable=False)
+    chat_kind: str = Field(default="user", max_length=20)
+    push_name: str | None = None
+    is_paused: bool = False
+    pause_reason: str | None = None
+    paused_by: str | None = None
+    paused_at: datetime | None = _ts()
+    resumes_at: datetime | None = _ts()
+    last_human_at: datetime | None = _ts()
+    last_message_at: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class Message(SQLModel, table=True):
+    """Every message-carrying webhook, with its raw body and the decision taken for it."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "message_id", name="uq_messages_tenant_message"),
+        sa.Index("ix_messages_session_received", "session_id", "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
+    session_id: int = Field(foreign_key="sessions.id", nullable=False)
+    message_id: str = Field(nullable=False)
+    chat_id: str = Field(nullable=False)
+    event: str = Field(max_length=60)
+    direction: str = Field(max_length=20)  # customer | owner | api | bot
+    from_me: bool = False
+    kind: str = Field(max_length=20)
+    message_type: str | None = None
+    text: str | None = Field(default=None, sa_type=sa.Text)
+    push_name: str | None = None
+    wa_timestamp: datetime | None = _ts()
+    received_at: datetime = _ts(nullable=False)
+    action: str = Field(max_length=30)
+    raw: str = Field(sa_type=sa.Text, nullable=False)
+
+
+class SessionEvent(SQLModel, table=True):
+    """History of pauses and resumes: when, why and by whom."""
+
+    __tablename__ = "session_events"
+    __table_args__ = (sa.Index("ix_session_events_session_at", "session_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
+    session_id: int = Field(foreign_key="sessions.id", nullable=False)
+    at: datetime = _ts(nullable=False)
+    change: str = Field(max_length=20)  # paused | resumed
+    reason: str = Field(max_length=30)  # human_message | api_takeover | auto_resume | operator
+    actor: str = Field(max_length=60)
+    message_id: str | None = None
+    resumes_at: datetime | None = _ts()
+
+
+class ReplyJob(SQLModel, table=True):
+    """A reply to produce and send; the queue of the reply worker."""
+
+    __tablename__ = "reply_jobs"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "trigger_message_id", name="uq_reply_jobs_trigger"),
+        # One waiting job per session: later customer messages join it (debounce) instead of adding replies.
+        sa.Index(
+            "uq_reply_jobs_one_queued_per_session",
+            "session_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        ),
+        sa.Index("ix_reply_jobs_status_due", "status", "due_at"),
+        sa.Index("ix_reply_jobs_sent_message", "tenant_id", "sent_message_id"),
+        sa.Index("ix_reply_jobs_session_created", "session_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
+    session_id: int = Field(foreign_key="sessions.id", nullable=False)
+    chat_id: str = Field(nullable=False)
+    trigger_message_id: str = Field(nullable=False)
+    last_message_id: str | None = None
+    status: str = Field(default=QUEUED, max_length=20)
+    due_at: datetime = _ts(nullable=False)
+    attempts: int = 0
+    lease_until: datetime | None = _ts()
+    claimed_by: str | None = None
+    reply_text: str | None = Field(default=None, sa_type=sa.Text)
+    sent_message_id: str | None = None
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    received_at: datetime = _ts(nullable=False)
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    attempted_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()

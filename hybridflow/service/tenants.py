@@ -1,0 +1,217 @@
+"""Tenants: one per Evolution instance, with secrets encrypted at rest and a short-lived lookup cache."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hybridflow.config import Settings
+from hybridflow.crypto import SecretBox
+from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
+from hybridflow.models import ChatSession, Message, ReplyJob, SessionEvent, Tenant
+from hybridflow.store import Store
+
+TENANTS = Tenant.__table__
+CACHE_SECONDS = 5.0
+API_VERSIONS = ("v1", "v2")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """A tenant with its effective settings (the configuration fills what the tenant leaves empty)."""
+
+    id: int
+    instance: str
+    prompt: str
+    evolution_url: str
+    model: str
+    resume_after: float
+    debounce: float
+    api_version: str
+    allow_groups: bool
+    send_presence: bool
+    mark_read: bool
+    created_at: datetime
+    has_api_key: bool
+    has_webhook_secret: bool
+    has_jwt_key: bool
+    api_key: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    jwt_key: str | None = field(default=None, repr=False)
+    secret_error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What an operator may see: everything but the secrets themselves."""
+        return {
+            "instance": self.instance,
+            "prompt": self.prompt,
+            "evolution_url": self.evolution_url,
+            "model": self.model,
+            "resume_after": self.resume_after,
+            "debounce": self.debounce,
+            "api_version": self.api_version,
+            "allow_groups": self.allow_groups,
+            "send_presence": self.send_presence,
+            "mark_read": self.mark_read,
+            "api_key": "set" if self.has_api_key else "not set",
+            "webhook_auth": "jwt" if self.has_jwt_key else "secret" if self.has_webhook_secret else "none",
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TenantChanges:
+    """Fields given to ``tenants add``/``update``; None means "not given"."""
+
+    prompt: str | None = None
+    evolution_url: str | None = None
+    api_key: str | None = None
+    webhook_secret: str | None = None
+    jwt_key: str | None = None
+    model: str | None = None
+    resume_after: float | None = None
+    debounce: float | None = None
+    api_version: str | None = None
+    allow_groups: bool | None = None
+    send_presence: bool | None = None
+    mark_read: bool | None = None
+
+
+class Tenants:
+    """Tenant storage and lookup."""
+
+    def __init__(self, store: Store, settings: Settings, secrets: SecretBox) -> None:
+        self.store = store
+        self.settings = settings
+        self.secrets = secrets
+        self._cache: dict[str, tuple[float, TenantConfig]] = {}
+
+    def _decrypt(self, token: str | None) -> tuple[str | None, str | None]:
+        if not token:
+            return None, None
+        try:
+            return self.secrets.decrypt(token), None
+        except HybridFlowError as exc:
+            return None, exc.message
+
+    def _config(self, row: Any) -> TenantConfig:
+        s = self.settings
+        api_key, err1 = self._decrypt(row.api_key_enc)
+        secret, err2 = self._decrypt(row.webhook_secret_enc)
+        jwt_key, err3 = self._decrypt(row.jwt_key_enc)
+        return TenantConfig(
+            id=row.id,
+            instance=row.instance,
+            prompt=row.prompt,
+            evolution_url=row.evolution_url or s.evolution_url,
+            model=row.model or s.ollama_model,
+            resume_after=row.resume_after if row.resume_after is not None else s.resume_after,
+            debounce=row.debounce if row.debounce is not None else s.debounce,
+            api_version=row.api_version,
+            allow_groups=row.allow_groups,
+            send_presence=row.send_presence,
+            mark_read=row.mark_read,
+            created_at=row.created_at,
+            has_api_key=bool(row.api_key_enc),
+            has_webhook_secret=bool(row.webhook_secret_enc),
+            has_jwt_key=bool(row.jwt_key_enc),
+            api_key=api_key,
+            webhook_secret=secret,
+            jwt_key=jwt_key,
+            secret_error=err1 or err2 or err3,
+        )
+
+    async def get(self, instance: str, *, cached: bool = True) -> TenantConfig:
+        """The tenant of an Evolution instance; ``UnknownInstance`` when there is none."""
+        now = time.monotonic()
+        hit = self._cache.get(instance)
+        if cached and hit and hit[0] > now:
+            return hit[1]
+        async with self.store.read() as conn:
+            row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.instance == instance))).first()
+        if row is None:
+            self._cache.pop(instance, None)
+            raise UnknownInstance(f"unknown instance {instance!r}: add it with `hybridflow tenants add {instance}`")
+        config = self._config(row)
+        self._cache[instance] = (now + CACHE_SECONDS, config)
+        return config
+
+    async def get_by_id(self, conn: AsyncConnection, tenant_id: int) -> TenantConfig:
+        row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.id == tenant_id))).first()
+        if row is None:
+            raise UnknownInstance(f"tenant {tenant_id} no longer exists")
+        return self._config(row)
+
+    async def list(self) -> list[TenantConfig]:
+        async with self.store.read() as conn:
+            rows = (await conn.execute(sa.select(TENANTS).order_by(TENANTS.c.instance))).all()
+        return [self._config(row) for row in rows]
+
+    def _values(self, changes: TenantChanges) -> dict[str, Any]:
+        if changes.api_version is not None and changes.api_version not in API_VERSIONS:
+            raise BadRequest(f"api version must be v1 or v2, got {changes.api_version!r}")
+        if changes.prompt is not None and not changes.prompt.strip():
+            raise BadRequest("the prompt cannot be empty")
+        values: dict[str, Any] = {}
+        for name in ("prompt", "evolution_url", "model", "resume_after", "debounce", "api_version",
+                     "allow_groups", "send_presence", "mark_read"):
+            value = getattr(changes, name)
+            if value is not None:
+                values[name] = value
+        for name in ("api_key", "webhook_secret", "jwt_key"):
+            value = getattr(changes, name)
+            if value is not None:
+                values[f"{name}_enc"] = self.secrets.encrypt(value) if value else None
+        return values
+
+    async def add(self, instance: str, changes: TenantChanges, now: datetime, *, update: bool = False) -> TenantConfig:
+        """Create a tenant; an existing instance is a ``Conflict`` unless ``update`` is set."""
+        instance = instance.strip()
+        if not instance:
+            raise BadRequest("the instance name cannot be empty")
+        values = self._values(changes)
+        async with self.store.write() as conn:
+            exists = (await conn.execute(sa.select(TENANTS.c.id).where(TENANTS.c.instance == instance))).scalar()
+            if exists is not None:
+                if not update:
+                    raise Conflict(f"tenant {instance!r} already exists (use `tenants update` or --update to change it)")
+                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == exists).values(updated_at=now, **values))
+            else:
+                if changes.prompt is None:
+                    raise BadRequest("a new tenant needs a prompt (--prompt TEXT or --prompt-file PATH)")
+                await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now, **values))
+        self._cache.pop(instance, None)
+        return await self.get(instance, cached=False)
+
+    async def update(self, instance: str, changes: TenantChanges, now: datetime) -> TenantConfig:
+        """Change some fields of an existing tenant."""
+        await self.get(instance, cached=False)
+        return await self.add(instance, changes, now, update=True)
+
+    async def remove(self, instance: str, *, delete_history: bool) -> dict[str, int]:
+        """Delete a tenant. Its history must be deleted with it (``delete_history``) or the removal refuses."""
+        tenant = await self.get(instance, cached=False)
+        counts: dict[str, int] = {}
+        async with self.store.write() as conn:
+            for model in (ReplyJob, SessionEvent, Message, ChatSession):
+                table = model.__table__
+                total = (await conn.execute(
+                    sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant.id)
+                )).scalar_one()
+                counts[table.name] = total
+            if any(counts.values()) and not delete_history:
+                raise Conflict(
+                    f"tenant {instance!r} has history ({counts['messages']} messages, {counts['sessions']} sessions); "
+                    "pass --delete-history to delete it along with the tenant"
+                )
+            for model in (ReplyJob, SessionEvent, Message, ChatSession):
+                table = model.__table__
+                await conn.execute(sa.delete(table).where(table.c.tenant_id == tenant.id))
+            await conn.execute(sa.delete(TENANTS).where(TENANTS.c.id == tenant.id))
+        self._cache.pop(instance, None)
+        return counts

@@ -1,0 +1,102 @@
+"""One writer task per process: the webhooks that arrive together are committed in one transaction.
+
+Each request awaits its batch's commit, so an answer of 200 means the message is durable. A batch that fails
+for a reason other than an outage is retried one item at a time, so one bad item never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hybridflow.errors import HybridFlowError, Unavailable
+from hybridflow.store import Store
+
+T = TypeVar("T")
+R = TypeVar("R")
+log = structlog.get_logger("hybridflow.writer")
+
+Process = Callable[[AsyncConnection, list[T]], Awaitable[list[R]]]
+
+
+class StoreFailed(HybridFlowError):
+    """An item the database refused for a reason a retry will not cure."""
+
+    status = 422
+    code = "store_failed"
+
+
+class BatchWriter(Generic[T, R]):
+    """Queue items, process them in batches of up to ``max_batch`` in one transaction each."""
+
+    def __init__(self, store: Store, process: Process, *, max_batch: int = 256) -> None:
+        self.store = store
+        self.process = process
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="hybridflow-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def submit(self, item: T) -> R:
+        """Queue one item and wait until its batch is committed."""
+        if self._task is None:
+            raise RuntimeError("the writer is not started")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            async with self.store.write() as conn:
+                results = await self.process(conn, items)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered to its waiter
+            if isinstance(exc, Unavailable) or len(batch) == 1:
+                for _, future in batch:
+                    _fail(future, exc)
+                return
+            log.warning("writer.batch_failed", size=len(batch), error=repr(exc)[:300])
+            for pair in batch:
+                await self._commit([pair])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+def _fail(future: asyncio.Future, exc: Exception) -> None:
+    if future.done():
+        return
+    if not isinstance(exc, HybridFlowError):
+        log.error("writer.item_failed", error=repr(exc)[:500])
+        exc = StoreFailed(f"the message could not be stored: {type(exc).__name__}")
+    future.set_exception(exc)

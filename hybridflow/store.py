@@ -1,0 +1,195 @@
+"""Engines, schema and the database plumbing shared by every query.
+
+SQLite (the default) gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` on the one writing connection, so the CLI and
+a running server can share one file; reads use their own connections (WAL lets them run beside the writer).
+PostgreSQL gets one pool for both; correctness between processes comes from constraints and row locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from hybridflow.config import database_url_to_async
+from hybridflow.errors import HybridFlowError, Unavailable
+from hybridflow.models import SCHEMA_VERSION, SchemaInfo, SQLModel
+
+log = structlog.get_logger("hybridflow.store")
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Forward migrations: version N -> the statements that bring a version N-1 database to N.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+class SchemaTooNew(HybridFlowError):
+    exit_code = 2
+    code = "schema_too_new"
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """True for failures that a retry may cure: server down, connection lost, SQLite busy."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and "connection" in str(exc.orig).lower()
+
+
+def _sqlite_path(async_url: str) -> Path | None:
+    database = sa.engine.make_url(async_url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine, *, begin: str, writer: bool) -> None:
+    @sa_event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it otherwise).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        if writer:
+            # Checkpoints run from a background task, not inside a commit on the request path.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.close()
+
+    @sa_event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql(begin)
+
+
+class Store:
+    """The database: a writing engine and a reading engine (the same one on PostgreSQL)."""
+
+    def __init__(self, database_url: str, *, background_checkpoints: bool = False) -> None:
+        self.url = database_url
+        async_url = database_url_to_async(database_url)
+        self.dialect = "sqlite" if async_url.startswith("sqlite") else "postgresql"
+        if self.is_sqlite:
+            path = _sqlite_path(async_url)
+            if path is not None and path.parent and not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            # One writing connection: SQLite has one writer anyway, and more only queue on its lock.
+            self.write_engine = create_async_engine(async_url, pool_size=1, max_overflow=0, pool_timeout=60)
+            _install_sqlite_pragmas(self.write_engine, begin="BEGIN IMMEDIATE", writer=background_checkpoints)
+            self.read_engine = create_async_engine(async_url, pool_size=4, max_overflow=4)
+            _install_sqlite_pragmas(self.read_engine, begin="BEGIN", writer=False)
+        else:
+            self.write_engine = create_async_engine(
+                async_url, pool_size=10, max_overflow=5, pool_pre_ping=True, pool_timeout=10
+            )
+            self.read_engine = self.write_engine
+        self.background_checkpoints = background_checkpoints and self.is_sqlite
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    async def dispose(self) -> None:
+        """Close every pooled connection (a final checkpoint on SQLite keeps the WAL small)."""
+        if self.background_checkpoints:
+            with contextlib.suppress(Exception):
+                await self.checkpoint("TRUNCATE")
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); database outages become ``Unavailable``."""
+        try:
+            async with self.write_engine.begin() as conn:
+                yield conn
+        except HybridFlowError:
+            raise
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+            raise
+
+    @contextlib.asynccontextmanager
+    async def rehearsal(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that is always rolled back (``--dry-run``)."""
+        async with self.write_engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                yield conn
+            finally:
+                await transaction.rollback()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction on its own connection."""
+        try:
+            async with self.read_engine.begin() as conn:
+                yield conn
+        except HybridFlowError:
+            raise
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+            raise
+
+    async def ping(self) -> None:
+        """Prove the database answers (``SELECT 1``)."""
+        async with self.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Move the WAL into the database file (SQLite only)."""
+        if self.is_sqlite:
+            async with self.read_engine.connect() as conn:
+                await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+
+    async def create_schema(self) -> int:
+        """Create missing tables and apply pending migrations; safe to run any number of times."""
+        async with self.write() as conn:
+            if self.is_postgres:
+                # Two processes starting at once must not both create the tables.
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+            await conn.run_sync(SQLModel.metadata.create_all)
+            table = SchemaInfo.__table__
+            current = (await conn.execute(sa.select(table.c.version).where(table.c.id == 1))).scalar()
+            now = datetime.now(UTC)
+            if current is None:
+                await conn.execute(sa.insert(table).values(id=1, version=SCHEMA_VERSION, updated_at=now))
+                log.info("schema.created", version=SCHEMA_VERSION, backend=self.dialect)
+                return SCHEMA_VERSION
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the database has schema version {current}, newer than this HybridFlow "
+                    f"(version {SCHEMA_VERSION}); upgrade HybridFlow"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, []):
+                    await conn.execute(sa.text(statement))
+                log.info("schema.migrated", from_version=version - 1, to_version=version)
+            if current < SCHEMA_VERSION:
+                await conn.execute(
+                    sa.update(table).where(table.c.id == 1).values(version=SCHEMA_VERSION, updated_at=now)
+                )
+            return SCHEMA_VERSION
+
+    async def schema_version(self) -> int | None:
+        """The version recorded in the database, or None when the schema was never created."""
+        table = SchemaInfo.__table__
+        async with self.read() as conn:
+            try:
+                return (await conn.execute(sa.select(table.c.version).where(table.c.id == 1))).scalar()
+            except sa_exc.DBAPIError:
+                return None

@@ -1,0 +1,143 @@
+"""The aiohttp application: routes, middlewares, lifecycle. Handlers translate HTTP <-> service calls only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from hybridflow.config import parse_duration
+from hybridflow.crypto import same_secret
+from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError
+from hybridflow.service import Credentials, Service
+from hybridflow.worker import ReplyWorker, maintenance
+
+log = structlog.get_logger("hybridflow.web")
+
+SERVICE = web.AppKey("service", Service)
+WORKER = web.AppKey("worker", ReplyWorker)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """HybridFlow errors become their JSON status; nothing becomes a 500 (an unknown failure is a retryable 503)."""
+    try:
+        return await handler(request)
+    except HybridFlowError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return _error(413, "payload_too_large", f"the body exceeds {request.app._client_max_size} bytes")
+        if exc.status >= 400:
+            return _error(exc.status, "http_error", exc.reason)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001
+        log.exception("web.unexpected_error", path=request.path)
+        return _error(503, "internal_error", "an unexpected error occurred; retry later")
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def webhook(request: web.Request) -> web.Response:
+    """POST /webhooks/evolution[/{suffix}]: Evolution's webhook, in either of its URL modes."""
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {type(exc).__name__}: {str(exc)[:120]}") from None
+    credentials = Credentials(bearer=_bearer(request), token=request.headers.get("X-Hybridflow-Token"))
+    result = await request.app[SERVICE].ingest(body, text, credentials)
+    return web.json_response(result.as_dict())
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: 200 when the database answered, 503 when it did not."""
+    return web.json_response(await request.app[SERVICE].health())
+
+
+def _require_admin(request: web.Request) -> None:
+    token = request.app[SERVICE].settings.admin_token
+    if not token:
+        raise Forbidden("the admin API is disabled: set HYBRIDFLOW_ADMIN_TOKEN to enable it")
+    if not same_secret(_bearer(request), token):
+        raise AuthenticationFailed("missing or wrong admin token (Authorization: Bearer <HYBRIDFLOW_ADMIN_TOKEN>)")
+
+
+async def session_show(request: web.Request) -> web.Response:
+    """GET /sessions/{instance}/{chat_id}"""
+    _require_admin(request)
+    view = await request.app[SERVICE].session(request.match_info["instance"], request.match_info["chat_id"])
+    return web.json_response(view.as_dict())
+
+
+async def session_pause(request: web.Request) -> web.Response:
+    """POST /sessions/{instance}/{chat_id}/pause, optionally {"for": "30m"} or ?for=30m."""
+    _require_admin(request)
+    duration = request.query.get("for")
+    if request.can_read_body:
+        with contextlib.suppress(ValueError):
+            body = await request.json()
+            if isinstance(body, dict) and body.get("for") is not None:
+                duration = body["for"]
+    try:
+        seconds = parse_duration(duration) if duration is not None else None
+    except ValueError as exc:
+        raise BadRequest(f"invalid 'for': {exc}") from None
+    view = await request.app[SERVICE].pause(request.match_info["instance"], request.match_info["chat_id"],
+                                            duration=seconds, actor="http")
+    return web.json_response(view.as_dict())
+
+
+async def session_resume(request: web.Request) -> web.Response:
+    """POST /sessions/{instance}/{chat_id}/resume"""
+    _require_admin(request)
+    view = await request.app[SERVICE].resume(request.match_info["instance"], request.match_info["chat_id"],
+                                             actor="http")
+    return web.json_response(view.as_dict())
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    service = app[SERVICE]
+    worker = ReplyWorker(service)
+    app[WORKER] = worker
+    tasks = [
+        asyncio.create_task(worker.run(), name="hybridflow-replies"),
+        asyncio.create_task(maintenance(service, sweep_interval=service.settings.sweep_interval),
+                            name="hybridflow-maintenance"),
+    ]
+    yield
+    await worker.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def create_app(service: Service, *, background: bool = True) -> web.Application:
+    """Build the web application around a service; ``background`` runs the reply worker and the sweep."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=service.settings.max_body_size)
+    app[SERVICE] = service
+    app.router.add_get("/health", health)
+    app.router.add_post("/webhooks/evolution", webhook)
+    app.router.add_post("/webhooks/evolution/{suffix:.+}", webhook)
+    app.router.add_get("/sessions/{instance}/{chat_id}", session_show)
+    app.router.add_post("/sessions/{instance}/{chat_id}/pause", session_pause)
+    app.router.add_post("/sessions/{instance}/{chat_id}/resume", session_resume)
+    if background:
+        app.cleanup_ctx.append(_background)
+    return app

@@ -1,0 +1,104 @@
+"""Background work inside ``serve``: the reply worker, the periodic sweep, stale-job recovery, WAL checkpoints.
+
+No loop here ever dies of an error: a database outage is logged and retried after a short pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+import sqlalchemy as sa
+
+from hybridflow.models import QUEUED, RUNNING
+from hybridflow.service import Service
+from hybridflow.service.ingest import JOBS
+from hybridflow.service.replies import Job
+
+log = structlog.get_logger("hybridflow.worker")
+
+
+class ReplyWorker:
+    """Claims due reply jobs and runs up to ``concurrency`` of them at once."""
+
+    def __init__(self, service: Service, *, concurrency: int = 8, poll_interval: float = 0.5) -> None:
+        self.service = service
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self._running: dict[asyncio.Task[str], Job] = {}
+        self._stopping = False
+
+    async def run(self) -> None:
+        await _guarded(self.service.replies.recover_stale, "recover")
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            jobs = await _guarded(lambda: self.service.replies.claim(free), "claim") if free > 0 else None
+            for job in jobs or []:
+                task = asyncio.create_task(self.service.replies.run(job), name=f"reply-{job.id}")
+                self._running[task] = job
+                task.add_done_callback(self._done)
+            if not jobs:
+                await self._wait()
+
+    def _done(self, task: asyncio.Task[str]) -> None:
+        self._running.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reply.crashed", error=repr(task.exception())[:500])
+        self.service.reply_wakeup.set()  # a free slot: look for more work
+
+    async def _wait(self) -> None:
+        wakeup = self.service.reply_wakeup
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), self.poll_interval)
+        wakeup.clear()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let running replies finish for ``grace`` seconds, then hand the rest back to the queue."""
+        self._stopping = True
+        self.service.reply_wakeup.set()
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(list(self._running), timeout=grace)
+        jobs = [self._running[t] for t in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._release(jobs)
+
+    async def _release(self, jobs: list[Job]) -> None:
+        """Jobs still generating go back to the queue; jobs already sending keep their record (see replies)."""
+        if not jobs:
+            return
+        now = self.service.clock()
+        with contextlib.suppress(Exception):
+            async with self.service.store.write() as conn:
+                await conn.execute(
+                    sa.update(JOBS).where(JOBS.c.id.in_([j.id for j in jobs]), JOBS.c.status == RUNNING)
+                    .values(status=QUEUED, due_at=now, lease_until=None, claimed_by=None, updated_at=now,
+                            attempts=JOBS.c.attempts - 1))
+            log.info("reply.released", jobs=[j.id for j in jobs])
+
+
+async def _guarded(call: Callable[[], Awaitable], what: str):  # type: ignore[no-untyped-def]
+    try:
+        return await call()
+    except Exception as exc:  # noqa: BLE001 - a background loop must outlive outages
+        log.warning("worker.error", during=what, error=repr(exc)[:300])
+        await asyncio.sleep(1.0)
+        return None
+
+
+async def maintenance(service: Service, *, sweep_interval: float, checkpoint_interval: float = 1.0) -> None:
+    """Periodic sweep and stale-job recovery, plus WAL checkpoints on SQLite."""
+    loop = asyncio.get_running_loop()
+    next_sweep = loop.time()
+    while True:
+        if loop.time() >= next_sweep:
+            await _guarded(service.sweep, "sweep")
+            await _guarded(service.replies.recover_stale, "recover")
+            next_sweep = loop.time() + sweep_interval
+        if service.store.background_checkpoints:
+            await _guarded(service.store.checkpoint, "checkpoint")
+        await asyncio.sleep(checkpoint_interval if service.store.background_checkpoints else sweep_interval)

@@ -1,0 +1,123 @@
+"""Shared fixtures: real databases (a SQLite file; a real PostgreSQL server), fake peers, a fake clock."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from hybridflow.config import Settings
+from hybridflow.crypto import generate_key
+from hybridflow.service import Service, TenantChanges
+from tests.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama  # noqa: F401
+from tests.pg import Cluster, start_cluster
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+class FakeClock:
+    """A clock the test moves by hand: ``clock.advance(hours=2)``."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[str | None]:
+    """A PostgreSQL server URL: $HYBRIDFLOW_TEST_POSTGRES_URL, else a throwaway cluster, else None (skip)."""
+    given = os.environ.get("HYBRIDFLOW_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        cluster: Cluster | None = start_cluster()
+    except FileNotFoundError:
+        if IN_CI:
+            pytest.fail("CI=true but the PostgreSQL binaries (initdb, pg_ctl) are missing: .ci/run installs them")
+        cluster = None
+    if cluster is None:
+        yield None
+        return
+    try:
+        yield cluster.url
+    finally:
+        cluster.destroy()
+
+
+async def _fresh_postgres_database(server_url: str) -> tuple[str, str]:
+    name = f"hf_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}", name
+
+
+async def _drop_postgres_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh, empty database on each backend: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hybridflow.db'}"
+        return
+    server = request.getfixturevalue("pg_cluster")
+    if server is None:
+        pytest.skip("PostgreSQL binaries not found (install postgresql or set HYBRIDFLOW_TEST_POSTGRES_URL)")
+    url, name = await _fresh_postgres_database(server)
+    try:
+        yield url
+    finally:
+        await _drop_postgres_database(server, name)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str, fake_evolution: FakeEvolution, fake_ollama: FakeOllama) -> Settings:
+    return Settings(
+        database_url=database_url, secret_key=generate_key(), evolution_url=fake_evolution.url,
+        ollama_host=fake_ollama.url, ollama_timeout=5.0, evolution_timeout=2.0, debounce=0.0,
+        admin_token="admin-token", log_format="console")
+
+
+@pytest.fixture
+async def service(settings: Settings, clock: FakeClock) -> AsyncIterator[Service]:
+    async with Service.open(settings, clock=clock) as svc:
+        yield svc
+
+
+EVOLUTION_API_KEY = "instance-token-123"
+
+
+@pytest.fixture
+async def tenant(service: Service):  # type: ignore[no-untyped-def]
+    """The tenant of the real payloads' instance, with the fake Evolution's key."""
+    return await service.add_tenant("test-instance", TenantChanges(
+        prompt="You are the assistant of Padaria Boa. Answer briefly.", api_key=EVOLUTION_API_KEY))
+
+
+def with_settings(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, **changes)
