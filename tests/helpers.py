@@ -1,0 +1,57 @@
+"""Small builders for webhook bodies and fixture access, shared by the tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
+WEBHOOK_FIXTURES = sorted(name for name in EXPECTED if not name.startswith("_"))
+CUSTOMER = "5511987654321@s.whatsapp.net"
+
+
+def fixture(name: str) -> tuple[dict[str, Any], str]:
+    """A fixture's parsed body and raw text."""
+    raw = (FIXTURES / name).read_text(encoding="utf-8")
+    return json.loads(raw), raw
+
+
+def upsert(text: str | None = "Olá, vocês abrem domingo?", *, instance: str = "test-instance", chat: str = CUSTOMER,
+           from_me: bool = False, message_id: str | None = None, event: str = "messages.upsert",
+           push_name: str = "Maria", timestamp: int = 1764000000, **data: Any) -> dict[str, Any]:
+    """A v2 ``messages.upsert`` (or ``send.message``) body as Evolution 2.3 sends it."""
+    message: dict[str, Any] = {"conversation": text} if text is not None else {
+        "audioMessage": {"ptt": True, "seconds": 4, "mimetype": "audio/ogg; codecs=opus"}}
+    body = {
+        "event": event,
+        "instance": instance,
+        "data": {
+            "key": {"remoteJid": chat, "fromMe": from_me, "id": message_id or uuid.uuid4().hex.upper()},
+            "pushName": "Padaria" if from_me else push_name,
+            "status": "SERVER_ACK" if from_me else "DELIVERY_ACK",
+            "message": message,
+            "messageType": "conversation" if text is not None else "audioMessage",
+            "messageTimestamp": timestamp,
+            "instanceId": "0b6c7a8e-2f8e-4c39-9a0e-1f1d7a3c9b21",
+            "source": "android",
+            **data,
+        },
+        "destination": "http://127.0.0.1/webhooks/evolution",
+        "date_time": "2025-11-24T12:00:00.000Z",
+        "sender": "5511900000001@s.whatsapp.net",
+        "server_url": "http://127.0.0.1:8080",
+        "apikey": None,
+    }
+    return body
+
+
+def owner(text: str = "Oi Maria, aqui é o João!", **kwargs: Any) -> dict[str, Any]:
+    """The owner typing on the phone: ``messages.upsert`` with ``fromMe: true``."""
+    return upsert(text, from_me=True, **kwargs)
+
+
+def raw(body: Any) -> str:
+    return json.dumps(body)

@@ -1,0 +1,169 @@
+"""Ingestion through the service: every real payload's action, dedupe under concurrency, one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from hybridflow.errors import BadRequest, UnknownInstance
+from hybridflow.models import ChatSession, Message, ReplyJob
+from hybridflow.service import Service, TenantChanges
+from tests.helpers import EXPECTED, WEBHOOK_FIXTURES, fixture, owner, raw, upsert
+
+PROMPT = TenantChanges(prompt="You are a helpful bakery assistant.")
+
+
+async def count(service: Service, model: type, **where: object) -> int:
+    table = model.__table__
+    query = sa.select(sa.func.count()).select_from(table).where(*(table.c[k] == v for k, v in where.items()))
+    async with service.store.read() as conn:
+        return (await conn.execute(query)).scalar_one()
+
+
+@pytest.mark.parametrize("name", WEBHOOK_FIXTURES)
+async def test_every_fixture_gets_its_documented_action(service: Service, name: str) -> None:
+    body, text = fixture(name)
+    expected = EXPECTED[name]
+    await service.add_tenant(expected["instance"], PROMPT)
+    result = await service.ingest(body, text)
+    assert result.action == expected["action"]
+    assert result.chat_id == expected["chat_jid"]
+    if expected["action"] != "ignored_event":
+        assert await count(service, Message, message_id=result.message_id) == 1
+
+
+async def test_stored_message_keeps_raw_payload_and_decision(service: Service, tenant) -> None:
+    body = upsert("Quanto custa o pão?")
+    await service.ingest(body, raw(body))
+    async with service.store.read() as conn:
+        row = (await conn.execute(sa.select(Message.__table__))).one()
+    assert row.raw == raw(body)
+    assert row.action == "reply_queued"
+    assert row.text == "Quanto custa o pão?"
+    assert row.direction == "customer"
+    assert row.received_at.tzinfo is not None
+
+
+async def test_retry_of_the_same_message_is_a_duplicate_and_changes_nothing(service: Service, tenant) -> None:
+    body = upsert("Oi")
+    first = await service.ingest(body, raw(body))
+    second = await service.ingest(body, raw(body))
+    assert (first.action, second.action) == ("reply_queued", "duplicate")
+    assert await count(service, Message) == 1
+    assert await count(service, ReplyJob) == 1
+
+
+async def test_concurrent_duplicates_store_one_row_and_one_decision(service: Service, tenant) -> None:
+    body = upsert("Vocês entregam?")
+    results = await asyncio.gather(*(service.ingest(body, raw(body)) for _ in range(20)))
+    actions = sorted(r.action for r in results)
+    assert actions == ["duplicate"] * 19 + ["reply_queued"]
+    assert await count(service, Message) == 1
+    assert await count(service, ReplyJob) == 1
+
+
+async def test_two_processes_on_one_database_store_one_row_per_message(service: Service, tenant, settings, clock) -> None:
+    """A second Service with its own engine and writer stands for a second `serve` (or the CLI)."""
+    async with Service.open(settings, clock=clock, worker_id="second") as other:
+        bodies = [upsert(f"mensagem {i}", message_id=f"MSG{i:04d}", chat=f"55119000{i % 5:05d}@s.whatsapp.net")
+                  for i in range(40)]
+        calls = [svc.ingest(b, raw(b)) for b in bodies for svc in (service, other)]
+        results = await asyncio.gather(*calls)
+    by_id: dict[str, list[str]] = {}
+    for r in results:
+        by_id.setdefault(r.message_id, []).append(r.action)
+    assert all(sorted(actions) == ["duplicate", "reply_queued"] for actions in by_id.values())
+    assert await count(service, Message) == 40
+    assert await count(service, ChatSession) == 5
+
+
+async def test_messages_sent_together_get_one_reply_job_per_chat(service: Service, tenant) -> None:
+    """Debounce: a queued job absorbs the next customer messages of its chat."""
+    await service.update_tenant("test-instance", TenantChanges(debounce=5.0))
+    bodies = [upsert("Oi"), upsert("Tudo bem?"), upsert("Qual o horário?")]
+    for b in bodies:
+        assert (await service.ingest(b, raw(b))).action == "reply_queued"
+    assert await count(service, ReplyJob) == 1
+    async with service.store.read() as conn:
+        job = (await conn.execute(sa.select(ReplyJob.__table__))).one()
+    assert job.last_message_id == bodies[-1]["data"]["key"]["id"]
+
+
+async def test_one_bad_item_does_not_fail_its_batch_neighbours(service: Service, tenant) -> None:
+    bodies = [upsert(f"ok {i}") for i in range(10)]
+    bodies[3]["data"]["message"]["conversation"] = "nul \x00 and lone surrogate \ud800 inside"
+    results = await asyncio.gather(*(service.ingest(b, raw(b)) for b in bodies))
+    assert [r.action for r in results] == ["reply_queued"] * 10
+    assert await count(service, Message) == 10
+
+
+async def test_unknown_instance_is_a_distinct_error(service: Service) -> None:
+    body = upsert(instance="nobody")
+    with pytest.raises(UnknownInstance):
+        await service.ingest(body, raw(body))
+
+
+@pytest.mark.parametrize("body", [[], "text", {"instance": "x"}, {"event": "messages.upsert"}])
+async def test_bodies_without_event_or_instance_are_bad_requests(service: Service, body: object) -> None:
+    with pytest.raises(BadRequest):
+        await service.ingest(body, raw(body))
+
+
+async def test_events_we_do_not_act_on_are_acknowledged_and_not_stored(service: Service, tenant) -> None:
+    body = {"event": "connection.update", "instance": "test-instance", "data": {"state": "open"}}
+    assert (await service.ingest(body, raw(body))).action == "ignored_event"
+    broken = upsert("x")
+    del broken["data"]["key"]["id"]
+    result = await service.ingest(broken, raw(broken))
+    assert result.action == "ignored_event" and result.reason
+    assert await count(service, Message) == 0
+
+
+async def test_media_without_text_is_stored_without_reply(service: Service, tenant) -> None:
+    body = upsert(None)
+    assert (await service.ingest(body, raw(body))).action == "stored"
+    assert await count(service, ReplyJob) == 0
+
+
+async def test_groups_and_broadcasts_never_get_replies_by_default(service: Service, tenant) -> None:
+    group = upsert("bom dia grupo", chat="120363025246125888@g.us", participant="5511987654321@s.whatsapp.net")
+    status = upsert("meu status", chat="status@broadcast")
+    assert (await service.ingest(group, raw(group))).action == "stored"
+    assert (await service.ingest(status, raw(status))).action == "stored"
+    assert await count(service, ReplyJob) == 0
+
+
+async def test_groups_can_be_allowed_per_tenant(service: Service, tenant) -> None:
+    await service.update_tenant("test-instance", TenantChanges(allow_groups=True))
+    group = upsert("bom dia grupo", chat="120363025246125888@g.us", participant="5511987654321@s.whatsapp.net")
+    assert (await service.ingest(group, raw(group))).action == "reply_queued"
+
+
+async def test_lid_chat_is_keyed_by_phone_when_known_and_by_lid_otherwise(service: Service, tenant) -> None:
+    with_phone = upsert("oi", chat="123456789012345@lid", remoteJidAlt="5511965432109@s.whatsapp.net")
+    with_phone["data"]["key"]["remoteJidAlt"] = "5511965432109@s.whatsapp.net"
+    lid_only = upsert("oi", chat="999888777666555@lid")
+    assert (await service.ingest(with_phone, raw(with_phone))).chat_id == "5511965432109@s.whatsapp.net"
+    assert (await service.ingest(lid_only, raw(lid_only))).chat_id == "999888777666555@lid"
+
+
+async def test_a_customer_typing_after_the_owner_in_a_new_chat_is_not_answered(service: Service, tenant) -> None:
+    """The owner opened the chat before the bot ever spoke: muted from the first message."""
+    first = owner("Oi Maria, seu pedido chegou")
+    reply = upsert("Obrigada!")
+    assert (await service.ingest(first, raw(first))).action == "paused"
+    assert (await service.ingest(reply, raw(reply))).action == "ignored_paused"
+    assert await count(service, ReplyJob) == 0
+
+
+async def test_dry_run_keeps_nothing(service: Service, tenant, fake_ollama) -> None:
+    body = upsert("Vocês abrem domingo?")
+    result, reply = await service.rehearse(body, raw(body))
+    assert result.action == "reply_queued"
+    assert reply and "Vocês abrem domingo?" in reply
+    assert await count(service, Message) == 0
+    assert await count(service, ChatSession) == 0
