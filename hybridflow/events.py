@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, TypeGuard
 
 # message kinds
 TEXT = "text"
@@ -69,9 +70,9 @@ CONTENT_TYPES = (
 
 _PHONE_DOMAIN = "s.whatsapp.net"
 _DOMAIN_KINDS = {_PHONE_DOMAIN: USER, "g.us": GROUP, "broadcast": BROADCAST, "newsletter": NEWSLETTER, "lid": LID}
-_JID_RE = re.compile(r"([^@\s:]+)(?::\d+)?@([a-z0-9.\-]+)")
-_BARE_PHONE_RE = re.compile(r"\+?[\d\s().\-]+")
-_NUMERIC_RE = re.compile(r"\s*\d{1,20}(?:\.\d*)?\s*")
+_JID_RE = re.compile(r"([^@\s:]+)(?::[0-9]+)?@([a-z0-9.\-]+)")
+_BARE_PHONE_RE = re.compile(r"\+?[0-9 ().\-]+")
+_NUMERIC_RE = re.compile(r"\s*[0-9]{1,20}(?:\.[0-9]*)?\s*")
 _MIN_TS, _MAX_TS = 1_000_000_000, 4_102_444_800  # 2001-09-09 .. 2100-01-01
 
 
@@ -147,7 +148,7 @@ def normalize_jid(value: str) -> str | None:
         return f"{match[1]}@{match[2]}" if match else None
     if not _BARE_PHONE_RE.fullmatch(candidate):
         return None
-    digits = re.sub(r"\D", "", candidate)
+    digits = re.sub(r"[^0-9]", "", candidate)
     return f"{digits}@{_PHONE_DOMAIN}" if 5 <= len(digits) <= 15 else None
 
 
@@ -184,7 +185,7 @@ def _instance(value: object, data: object) -> str | None:
     if isinstance(value, dict):
         value = value.get("instanceName")
     if _nonblank(value):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(data, dict):  # v1 carried the instance name in data.owner
         owner = data.get("owner")
         return owner if _nonblank(owner) else None
@@ -192,7 +193,7 @@ def _instance(value: object, data: object) -> str | None:
 
 
 def _apikey(value: object) -> str | None:
-    return value if _nonblank(value) and value != "Apikey not found" else None  # type: ignore[return-value]
+    return value if _nonblank(value) and value != "Apikey not found" else None
 
 
 def _unsupported(name: str, instance: str | None, apikey: str | None, reason: str) -> Event:
@@ -225,7 +226,7 @@ def _message_event(name: str, instance: str | None, apikey: str | None, data: ob
     reason = _first_problem(instance, chat, message)
     return Event(
         event=name, instance=instance, chat_jid=chat.chat_jid, lid_jid=chat.lid_jid, chat_kind=chat.chat_kind,
-        message_id=message_id, from_me=_truthy(key.get("fromMe")), participant=chat.participant,  # type: ignore[arg-type]
+        message_id=message_id, from_me=_truthy(key.get("fromMe")), participant=chat.participant,
         push_name=_str_or_none(data.get("pushName")), text=content.text,
         message_type=content.message_type or _str_or_none(data.get("messageType")), kind=content.kind,
         timestamp=_timestamp(data.get("messageTimestamp")), source=_str_or_none(data.get("source")),
@@ -246,20 +247,20 @@ def _first_problem(instance: str | None, chat: _Chat, message: object) -> str | 
 
 def _other_event(name: str, instance: str | None, apikey: str | None, data: object) -> Event:
     # Receipts, deletes, edits, contacts, connection...: keep what identifies the chat/message, nothing more.
-    fields = data if isinstance(data, dict) else {}
-    key = fields.get("key") if isinstance(fields.get("key"), dict) else fields
-    chat = _chat(key)  # type: ignore[arg-type]
+    fields: dict[Any, Any] = data if isinstance(data, dict) else {}
+    key: dict[Any, Any] = fields["key"] if isinstance(fields.get("key"), dict) else fields
+    chat = _chat(key)
     content = _Content(None, None, OTHER)
     if name == "messages.edited" and isinstance(data, dict):  # data is the raw protocolMessage (edit or revoke)
         content = _protocol_content(data, depth=0)
-    message_id = key.get("keyId")  # type: ignore[union-attr]
-    if not _nonblank(message_id) and (name.startswith("messages.") or name.startswith("send.message")):
-        message_id = key.get("id")  # type: ignore[union-attr]
+    message_id = key.get("keyId")
+    if not _nonblank(message_id) and name.startswith(("messages.", "send.message")):
+        message_id = key.get("id")
     timestamp = _timestamp(fields.get("messageTimestamp"))
     return Event(
         event=name, instance=instance, chat_jid=chat.chat_jid, lid_jid=chat.lid_jid, chat_kind=chat.chat_kind,
-        message_id=message_id if _nonblank(message_id) else None,  # type: ignore[arg-type]
-        from_me=_truthy(key.get("fromMe")), participant=chat.participant,  # type: ignore[union-attr]
+        message_id=message_id if _nonblank(message_id) else None,
+        from_me=_truthy(key.get("fromMe")), participant=chat.participant,
         push_name=_str_or_none(fields.get("pushName")), text=content.text, message_type=content.message_type,
         kind=content.kind, timestamp=timestamp or _timestamp(fields.get("timestampMs")),
         source=_str_or_none(fields.get("source")), status=_str_or_none(fields.get("status")), apikey=apikey,
@@ -293,7 +294,7 @@ def _participant(key: dict) -> str | None:
 
 
 def _jid(value: object) -> str | None:
-    return normalize_jid(value) if isinstance(value, str) else None  # type: ignore[arg-type]
+    return normalize_jid(value) if isinstance(value, str) else None
 
 
 def _domain(jid: str | None) -> str:
@@ -336,26 +337,7 @@ def _kind_of(content_type: str | None, text: str | None) -> str:
     return TEXT if text is not None else OTHER
 
 
-def _text_of(content_type: str, body: object) -> str | None:
-    """The text a human would read in this content, or None."""
-    if content_type == "conversation":
-        return _clean_text(body)
-    if not isinstance(body, dict):
-        return None
-    if content_type in ("locationMessage", "liveLocationMessage"):
-        parts = [_clean_text(body.get(name)) for name in ("name", "address", "caption")]
-        return _clean_text("\n".join(part for part in parts if part))
-    if content_type == "contactsArrayMessage":
-        contacts = body.get("contacts") if isinstance(body.get("contacts"), list) else []
-        names = [_clean_text(_get(contact, "displayName")) for contact in contacts]  # type: ignore[union-attr]
-        return _clean_text(body.get("displayName")) or _clean_text(", ".join(n for n in names if n))
-    for path in _TEXT_PATHS.get(content_type, ()):
-        text = _clean_text(_get(body, *path))
-        if text is not None:
-            return text
-    return None
-
-
+# Where each content type keeps its human-readable text; the first non-blank path wins.
 _TEXT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "extendedTextMessage": (("text",),),
     "imageMessage": (("caption",),),
@@ -369,6 +351,26 @@ _TEXT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "templateButtonReplyMessage": (("selectedDisplayText",), ("selectedId",)),
     "interactiveResponseMessage": (("body", "text"),),
 }
+
+
+def _text_of(content_type: str, body: object) -> str | None:
+    """The text a human would read in this content, or None."""
+    if content_type == "conversation":
+        return _clean_text(body)
+    if not isinstance(body, dict):
+        return None
+    if content_type in ("locationMessage", "liveLocationMessage"):
+        parts = [_clean_text(body.get(name)) for name in ("name", "address", "caption")]
+        return _clean_text("\n".join(part for part in parts if part))
+    if content_type == "contactsArrayMessage":
+        contacts = body.get("contacts")
+        names = [_clean_text(_get(c, "displayName")) for c in contacts] if isinstance(contacts, list) else []
+        return _clean_text(body.get("displayName")) or _clean_text(", ".join(n for n in names if n))
+    for path in _TEXT_PATHS.get(content_type, ()):
+        text = _clean_text(_get(body, *path))
+        if text is not None:
+            return text
+    return None
 
 
 def _clean_text(value: object) -> str | None:
@@ -407,12 +409,12 @@ def _number(value: object) -> float | None:
         return float(value)
     if isinstance(value, dict):
         low, high = value.get("low"), value.get("high")
-        if _plain_int(low) and _plain_int(high) and abs(high) < 2**31:  # type: ignore[arg-type]
-            return float(high * 2**32 + (low & 0xFFFFFFFF))  # type: ignore[operator]
+        if _plain_int(low) and _plain_int(high) and abs(high) < 2**31:
+            return float(high * 2**32 + (low & 0xFFFFFFFF))
     return None
 
 
-def _plain_int(value: object) -> bool:
+def _plain_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -420,12 +422,12 @@ def _truthy(value: object) -> bool:
     return value is True or value == "true"
 
 
-def _nonblank(value: object) -> bool:
+def _nonblank(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value.strip())
 
 
 def _str_or_none(value: object) -> str | None:
-    return value if _nonblank(value) else None  # type: ignore[return-value]
+    return value if _nonblank(value) else None
 
 
 def _get(value: object, *path: str) -> object:

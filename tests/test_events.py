@@ -276,7 +276,7 @@ def test_timestamp_long_with_high_word_and_negative_low() -> None:
     [
         None, 0, -5, 12, True, float("nan"), float("inf"), 10**30, "abc", "1e9", "-1748517690", "",
         {"low": "1748517690", "high": 0}, {"low": 1748517690}, {"low": 0, "high": 2**40}, {"low": True, "high": 0},
-        [1748517690], 99999999999999999999,
+        [1748517690], 99999999999999999999, "１７４８５１７６９０",
     ],
 )  # fmt: skip
 def test_absurd_timestamps_are_none(value: object) -> None:
@@ -512,6 +512,9 @@ def test_messages_update_v1_shape() -> None:
         ("55 11 abc", None),
         ("123", None),
         ("1" * 30, None),
+        ("５５１１９９９９９９９９９", None),
+        ("5511999999999:１@s.whatsapp.net", None),
+        ("5511\n999999999", None),
     ],
 )
 def test_normalize_jid(value: str, expected: str | None) -> None:
