@@ -320,7 +320,7 @@ async def _write_jobs(conn: AsyncConnection, sessions: dict, jobs: list[dict[str
         stmt = insert_for(conn, JOBS)
         stmt = stmt.on_conflict_do_update(
             index_elements=["session_id"],
-            index_where=JOBS.c.status == QUEUED,
+            index_where=sa.text("status = 'queued'"),  # literal: PostgreSQL matches the partial index by text
             set_={"due_at": stmt.excluded.due_at, "last_message_id": stmt.excluded.last_message_id,
                   "updated_at": stmt.excluded.updated_at},
         )
