@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from hybridflow.capture import Capture
 from hybridflow.config import parse_duration
 from hybridflow.crypto import same_secret
 from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError
@@ -20,6 +21,7 @@ log = structlog.get_logger("hybridflow.web")
 
 SERVICE = web.AppKey("service", Service)
 WORKER = web.AppKey("worker", ReplyWorker)
+CAPTURE = web.AppKey("capture", Capture)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,6 +63,8 @@ async def webhook(request: web.Request) -> web.Response:
         body = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if CAPTURE in request.app:
+        request.app[CAPTURE].write(body)
     credentials = Credentials(bearer=_bearer(request), token=request.headers.get("X-Hybridflow-Token"))
     result = await request.app[SERVICE].ingest(body, text, credentials)
     return web.json_response(result.as_dict())
@@ -112,6 +116,15 @@ async def session_resume(request: web.Request) -> web.Response:
     return web.json_response(view.as_dict())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format; enabled by the ``metrics`` setting, protected like the admin API."""
+    _require_admin(request)
+    service = request.app[SERVICE]
+    text = service.metrics.render(await service.queue_depth())
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
     worker = ReplyWorker(service)
@@ -138,6 +151,10 @@ def create_app(service: Service, *, background: bool = True) -> web.Application:
     app.router.add_get("/sessions/{instance}/{chat_id}", session_show)
     app.router.add_post("/sessions/{instance}/{chat_id}/pause", session_pause)
     app.router.add_post("/sessions/{instance}/{chat_id}/resume", session_resume)
+    if service.settings.metrics:
+        app.router.add_get("/metrics", metrics)
+    if service.settings.capture_path:
+        app[CAPTURE] = Capture(service.settings.capture_path)
     if background:
         app.cleanup_ctx.append(_background)
     return app

@@ -167,3 +167,36 @@ async def _replay_one(service: Service, p: Payload, instance: str | None, dry_ru
         return {"origin": p.origin, **(await service.ingest(body, p.raw)).as_dict()}
     except HybridFlowError as exc:
         return {"origin": p.origin, "action": "error", "error": exc.message}
+
+
+@app.command("doctor")
+def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Check config, database and schema, Ollama and each tenant's Evolution instance; exit 1 if anything fails."""
+    from hybridflow.service.doctor import diagnose
+
+    settings = settings_of(ctx)
+    configure_logging("console", "error", stream=sys.stderr)
+
+    async def go() -> list:
+        async with Service.open(settings, create_schema=False) as service:
+            return await diagnose(service)
+
+    try:
+        checks = asyncio.run(go())
+    except HybridFlowError as exc:
+        raise fail(exc.message, exc.exit_code) from None
+    if as_json:
+        print_json({"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]})
+    else:
+        for c in checks:
+            mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
+            out.print(f"{mark} [bold]{c.name}[/bold]: {c.detail}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("migrate")
+def migrate(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema now (serve also does this on start)."""
+    version = run(ctx, lambda s: s.store.schema_version())
+    out.print(f"database schema is at version {version}")

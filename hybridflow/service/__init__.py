@@ -25,7 +25,9 @@ from hybridflow.crypto import SecretBox, same_secret
 from hybridflow.errors import AuthenticationFailed, BadRequest, Unavailable
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient, build_messages
-from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, store_batch
+from hybridflow.metrics import Metrics
+from hybridflow.models import OPEN_JOB_STATES
+from hybridflow.service.ingest import IGNORED_EVENT, JOBS, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, store_batch
 from hybridflow.service.replies import Replies, conversation
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import TenantChanges, TenantConfig, Tenants
@@ -66,8 +68,9 @@ class Service:
         self.tenants = Tenants(store, settings, self.secrets)
         self.sessions = Sessions(store)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = Metrics()
         self.replies = Replies(
-            store, self.tenants, evolution, llm, clock=clock, worker_id=self.worker_id,
+            store, self.tenants, evolution, llm, clock=clock, worker_id=self.worker_id, metrics=self.metrics,
             history_limit=settings.history_limit, lease=settings.reply_lease,
             send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts)
         self.writer: BatchWriter[Inbound, IngestResult] = BatchWriter(store, self._store_batch)
@@ -76,13 +79,15 @@ class Service:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings, *, evolution: EvolutionClient | None = None, llm: LLMClient | None = None,
-                   clock: Clock = utcnow, serving: bool = False, worker_id: str | None = None) -> AsyncIterator[Service]:
+                   clock: Clock = utcnow, serving: bool = False, worker_id: str | None = None,
+                   create_schema: bool = True) -> AsyncIterator[Service]:
         """Build the service with its database (schema created or migrated) and peer clients; close them after."""
         store = Store(settings.database_url, background_checkpoints=serving)
         evolution = evolution or EvolutionClient(timeout=settings.evolution_timeout)
         llm = llm or LLMClient(host=settings.ollama_host, timeout=settings.ollama_timeout)
         try:
-            await store.create_schema()
+            if create_schema:
+                await store.create_schema()
             service = cls(settings, store, evolution, llm, clock=clock, worker_id=worker_id)
             await service.writer.start()
             try:
@@ -146,8 +151,8 @@ class Service:
         if result.action == REPLY_QUEUED:
             self.reply_wakeup.set()
 
-    @staticmethod
-    def _log(tenant: TenantConfig, event: ev.Event, result: IngestResult) -> None:
+    def _log(self, tenant: TenantConfig, event: ev.Event, result: IngestResult) -> None:
+        self.metrics.webhook(result.action)
         log.info("webhook.received", tenant=tenant.instance, webhook_event=event.event, chat=event.chat_jid,
                  message_id=event.message_id, action=result.action, reason=result.reason)
 
@@ -226,6 +231,13 @@ class Service:
         for view in resumed:
             log.info("session.resumed", tenant=view.instance, chat=view.chat_id, reason="auto_resume", actor="sweep")
         return resumed
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Reply jobs not finished yet, by status."""
+        async with self.store.read() as conn:
+            rows = await conn.execute(sa.select(JOBS.c.status, sa.func.count()).where(
+                JOBS.c.status.in_(OPEN_JOB_STATES)).group_by(JOBS.c.status))
+            return {status: 0 for status in OPEN_JOB_STATES} | {r[0]: r[1] for r in rows}
 
     async def health(self) -> dict[str, Any]:
         """Prove the database answers; raises ``Unavailable`` when it does not."""

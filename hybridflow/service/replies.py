@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient, Turn, build_messages
+from hybridflow.metrics import Metrics
 from hybridflow.models import FAILED, QUEUED, RETRY, RUNNING, SENDING, SENT, SKIPPED_PAUSED, UNKNOWN
 from hybridflow.service.ingest import BOT, CUSTOMER, JOBS, MESSAGES, OWN_MESSAGE, SESSIONS, insert_for
 from hybridflow.service.tenants import Tenants, TenantConfig
@@ -67,8 +68,10 @@ class Replies:
 
     def __init__(self, store: Store, tenants: Tenants, evolution: EvolutionClient, llm: LLMClient, *,
                  clock: Callable[[], datetime], worker_id: str, history_limit: int, lease: float,
-                 send_timeout: float, max_attempts: int) -> None:
+                 send_timeout: float, max_attempts: int, metrics: Metrics | None = None) -> None:
         self.store, self.tenants, self.evolution, self.llm = store, tenants, evolution, llm
+        self.metrics = metrics or Metrics()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self.clock = clock
         self.worker_id = worker_id
         self.history_limit = history_limit
@@ -139,19 +142,26 @@ class Replies:
         if paused:
             return await self._finish(job, SKIPPED_PAUSED, bound, error="the chat was paused before generation")
         if tenant.mark_read:
-            asyncio.create_task(self._mark_read(tenant, job, bound))
+            self._side_task(self._mark_read(tenant, job, bound))
         text = job.reply_text
         if text is None:
             if tenant.send_presence:
-                asyncio.create_task(self._presence(tenant, job, bound))
+                self._side_task(self._presence(tenant, job, bound))
             try:
                 text = await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, history))
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
         if not await self._record_attempt(job, text):
             bound.info("reply.skipped_paused", reason="the owner took over while the model was answering")
+            self.metrics.reply(SKIPPED_PAUSED)
             return SKIPPED_PAUSED
         return await self._send(tenant, job, text, bound)
+
+    def _side_task(self, coro: Any) -> None:
+        """Fire-and-forget niceties (typing, read receipts), kept referenced until done."""
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def _record_attempt(self, job: Job, text: str) -> bool:
         """The last-moment pause check and the record of the attempt, in one transaction. False if paused."""
@@ -206,6 +216,7 @@ class Replies:
                     event="reply", direction=BOT, from_me=True, kind="text", message_type="conversation", text=text,
                     received_at=now, action=OWN_MESSAGE, raw="{}"))
         latency_ms = (now - job.received_at).total_seconds() * 1000
+        self.metrics.reply(SENT, latency_ms / 1000)
         bound.info("reply.sent", sent_message_id=mid, latency_ms=round(latency_ms, 1), text_length=len(text))
         return SENT
 
@@ -217,6 +228,7 @@ class Replies:
                 await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from).values(
                     status=RETRY, due_at=now + timedelta(seconds=delay), last_error=exc.message, updated_at=now))
             bound.warning("reply.retry", error=exc.message, retry_in_s=delay, kind=type(exc).__name__)
+            self.metrics.reply(RETRY)
             return RETRY
         return await self._finish(job, FAILED, bound, error=exc.message, status_from=status_from)
 
@@ -226,6 +238,7 @@ class Replies:
             await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from)
                                .values(status=status, last_error=error, updated_at=now))
         (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error)
+        self.metrics.reply(status)
         return status
 
     async def _presence(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
