@@ -182,8 +182,9 @@ def _session_state(row: Any) -> SessionState:
 
 async def lock_sessions(conn: AsyncConnection, keys: dict[tuple[int, str], str], now: datetime) -> dict[tuple[int, str], SessionState]:
     """Create the sessions that do not exist yet and lock all of them for this transaction, in id order."""
-    rows = [{"tenant_id": t, "chat_id": c, "chat_kind": kind, "is_paused": False, "created_at": now,
-             "updated_at": now} for (t, c), kind in keys.items()]
+    # Sorted: two processes creating the same new sessions take their index locks in one order (no deadlock).
+    rows = [{"tenant_id": t, "chat_id": c, "chat_kind": keys[(t, c)], "is_paused": False, "created_at": now,
+             "updated_at": now} for (t, c) in sorted(keys)]
     await conn.execute(insert_for(conn, SESSIONS).on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]), rows)
     query = (
         sa.select(SESSIONS)
