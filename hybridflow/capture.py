@@ -9,17 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hybridflow.logs import SECRET_FIELDS
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with every secret-looking field replaced."""
-    if isinstance(value, dict):
-        return {k: "[redacted]" if k.lower() in SECRET_FIELDS and v is not None else redact(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
+from hybridflow.logs import redact
 
 
 class Capture:

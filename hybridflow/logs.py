@@ -11,6 +11,16 @@ import structlog
 SECRET_FIELDS = {"api_key", "apikey", "secret", "token", "authorization", "password", "jwt_key", "secret_key"}
 
 
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with every secret-looking field replaced."""
+    if isinstance(value, dict):
+        return {k: "[redacted]" if isinstance(k, str) and k.lower() in SECRET_FIELDS and v is not None
+                else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
 def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Never let a field that holds a secret reach a log line."""
     for key in list(event_dict):
@@ -19,9 +29,29 @@ def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict
     return event_dict
 
 
+class _StandardStream:
+    """``sys.stdout``/``sys.stderr`` looked up at each write, so a replaced (or closed and restored) stream is
+    never written to after it is gone."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self.name).write(text)
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
+
+    def isatty(self) -> bool:
+        return getattr(sys, self.name).isatty()
+
+
 def configure_logging(log_format: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Set up structlog; ``auto`` means JSON when the stream is not a terminal."""
-    stream = stream or sys.stderr
+    if stream is None or stream is sys.stderr:
+        stream = _StandardStream("stderr")
+    elif stream is sys.stdout:
+        stream = _StandardStream("stdout")
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
     renderer: Any = (

@@ -35,13 +35,32 @@ class SchemaTooNew(HybridFlowError):
     code = "schema_too_new"
 
 
+# Raised while connecting: the database or the role is missing, the password is wrong. The operator must act,
+# but the request itself was fine, so it is answered like an outage (503: Evolution retries) with the reason.
+_CONNECT_ERRORS = ("InvalidCatalogNameError", "InvalidPasswordError", "InvalidAuthorizationSpecificationError",
+                   "CannotConnectNowError", "TooManyConnectionsError")
+
+
 def is_transient_db_error(exc: BaseException) -> bool:
     """True for failures that a retry may cure: server down, connection lost, SQLite busy."""
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, asyncio.TimeoutError)):
         return True
+    if isinstance(exc, sa_exc.DBAPIError) and type(exc.orig).__name__ in _CONNECT_ERRORS:
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None and \
+            type(getattr(exc.orig, "__cause__", None)).__name__ in _CONNECT_ERRORS:
+        return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, sa_exc.DBAPIError) and "connection" in str(exc.orig).lower()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why the database failed, without SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    cause = getattr(orig, "__cause__", None)
+    text = str(cause or orig).strip().splitlines()
+    return f"{type(cause or orig).__name__}: {text[0][:200]}" if text else type(orig).__name__
 
 
 def _sqlite_path(async_url: str) -> Path | None:
@@ -119,7 +138,7 @@ class Store:
             raise
         except Exception as exc:
             if is_transient_db_error(exc):
-                raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+                raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
             raise
 
     @contextlib.asynccontextmanager
@@ -142,7 +161,7 @@ class Store:
             raise
         except Exception as exc:
             if is_transient_db_error(exc):
-                raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+                raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
             raise
 
     async def ping(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from hybridflow.crypto import SecretBox, same_secret
 from hybridflow.errors import AuthenticationFailed, BadRequest, Unavailable
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient, build_messages
+from hybridflow.logs import redact
 from hybridflow.metrics import Metrics
 from hybridflow.models import OPEN_JOB_STATES
 from hybridflow.service.ingest import IGNORED_EVENT, JOBS, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, store_batch
@@ -144,6 +146,8 @@ class Service:
                                   event.reason if not event.supported else None)
             self._log(tenant, event, result)
             return result
+        if body.get("apikey"):
+            raw = json.dumps(redact(body), ensure_ascii=False)  # Evolution puts the instance token in every body
         return Inbound(tenant, event, raw)
 
     def _after(self, item: Inbound, result: IngestResult) -> None:
