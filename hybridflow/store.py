@@ -88,6 +88,20 @@ def _install_sqlite_pragmas(engine: AsyncEngine, *, begin: str, writer: bool) ->
         conn.exec_driver_sql(begin)
 
 
+@contextlib.asynccontextmanager
+async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction on ``engine``; outages (server down, SQLite busy, bad credentials) become ``Unavailable``."""
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    except HybridFlowError:
+        raise
+    except Exception as exc:
+        if is_transient_db_error(exc):
+            raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
+        raise
+
+
 class Store:
     """The database: a writing engine and a reading engine (the same one on PostgreSQL)."""
 
@@ -128,18 +142,9 @@ class Store:
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
 
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    def write(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); database outages become ``Unavailable``."""
-        try:
-            async with self.write_engine.begin() as conn:
-                yield conn
-        except HybridFlowError:
-            raise
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
-            raise
+        return _transaction(self.write_engine)
 
     @contextlib.asynccontextmanager
     async def rehearsal(self) -> AsyncIterator[AsyncConnection]:
@@ -151,18 +156,9 @@ class Store:
             finally:
                 await transaction.rollback()
 
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction on its own connection."""
-        try:
-            async with self.read_engine.begin() as conn:
-                yield conn
-        except HybridFlowError:
-            raise
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
-            raise
+    def read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A read transaction on its own connection (beside the writer, on SQLite too)."""
+        return _transaction(self.read_engine)
 
     async def ping(self) -> None:
         """Prove the database answers (``SELECT 1``)."""
