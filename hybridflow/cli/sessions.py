@@ -46,7 +46,10 @@ def list_(
     if not views:
         out.print("No sessions match." if total else "No sessions yet: they appear with the first webhook.")
         return
-    table = Table("instance", "chat", "customer", "state", "reason", "resumes in", "last message")
+    table = Table("instance")
+    table.add_column("chat", no_wrap=True)  # ids are copied into other commands: never cut them
+    for header in ("customer", "state", "reason", "resumes in", "last message"):
+        table.add_column(header)
     for v in views:
         resumes = "-" if not v.is_paused else (ago(v.resumes_at).removeprefix("in ") if v.resumes_at else "manual")
         table.add_row(v.instance, v.chat_id, v.push_name or "", "paused" if v.is_paused else "active",
@@ -68,7 +71,7 @@ def _print_detail(d: SessionDetail) -> None:
     if d.messages:
         out.print("\n[bold]transcript[/bold]")
         for m in d.messages:
-            text = m.text if m.text is not None else f"<{m.kind}>"
+            text = m.text.replace("\n", " ⏎ ") if m.text is not None else f"<{m.kind}>"
             out.print(f"  {m.received_at:%H:%M:%S} {m.direction:>8}: {text}  [dim]({m.action})[/dim]")
     if d.replies:
         out.print("\n[bold]replies[/bold]")

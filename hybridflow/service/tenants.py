@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -136,7 +137,8 @@ class Tenants:
             row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.instance == instance))).first()
         if row is None:
             self._cache.pop(instance, None)
-            raise UnknownInstance(f"unknown instance {instance!r}: add it with `hybridflow tenants add {instance}`")
+            raise UnknownInstance(
+                f"unknown instance {instance!r}: add it with `hybridflow tenants add {shlex.quote(instance)}`")
         config = self._config(row)
         self._cache[instance] = (now + CACHE_SECONDS, config)
         return config
