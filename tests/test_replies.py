@@ -132,6 +132,26 @@ async def test_evolution_failing_twice_then_succeeding_gives_one_reply(
     assert sum(1 for r in fake_evolution.requests if r.path.startswith("/message/sendText")) == 3
 
 
+async def test_send_that_timed_out_but_reached_whatsapp_is_not_sent_again(
+        app_client: TestClient, fake_evolution: FakeEvolution, service: Service, clock: FakeClock) -> None:
+    fake_evolution.timeout_next(seconds=service.settings.evolution_timeout + 0.5)  # answers late, but sends
+    await webhook(app_client, upsert("Oi"))
+    await eventually(lambda: _retry_after(service, 1))
+    assert "timeout" in (await jobs(service))[0].last_error
+    await eventually(lambda: len(fake_evolution.sent_texts) == 1)
+    await eventually(lambda: _echo_recorded(service))  # the send.message echo proves the delivery
+    clock.advance(minutes=1)
+    service.reply_wakeup.set()
+    await eventually(lambda: _statuses(service, ["sent"]))
+    await settle()
+    assert len(fake_evolution.sent_texts) == 1
+    assert not (await service.session("test-instance", CUSTOMER)).is_paused
+
+
+async def _echo_recorded(service: Service) -> bool:
+    return all(j.sent_message_id for j in await jobs(service))
+
+
 async def test_permanent_failure_is_visible_not_silent(
         app_client: TestClient, fake_evolution: FakeEvolution, service: Service) -> None:
     fake_evolution.not_on_whatsapp.add("5511987654321")

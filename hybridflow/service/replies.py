@@ -141,6 +141,12 @@ class Replies:
         bound = bound.bind(tenant=tenant.instance)
         if paused:
             return await self._finish(job, SKIPPED_PAUSED, bound, error="the chat was paused before generation")
+        if not tenant.api_key:
+            reason = tenant.secret_error or "the tenant has no Evolution API key (hybridflow tenants update --api-key)"
+            return await self._finish(job, FAILED, bound, error=reason)
+        if job.reply_text is not None and await self._echo_seen(job):
+            # A retry after a send that failed or timed out, but whose echo came back meanwhile: it was delivered.
+            return await self._mark_sent(job, job.reply_text, None, bound)
         if tenant.mark_read:
             self._side_task(self._mark_read(tenant, job, bound))
         text = job.reply_text
@@ -170,14 +176,14 @@ class Replies:
             query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
             if self.store.is_postgres:
                 query = query.with_for_update()
+            mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == self.worker_id)
             if (await conn.execute(query)).scalar():
-                await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id).values(
+                await conn.execute(sa.update(JOBS).where(mine).values(
                     status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
                     last_error="the owner took over while the reply was being generated"))
                 return False
             claimed = await conn.execute(
-                sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == RUNNING,
-                                      JOBS.c.claimed_by == self.worker_id)
+                sa.update(JOBS).where(mine)
                 .values(status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
                         lease_until=now + timedelta(seconds=self.send_lease)))
             if claimed.rowcount != 1:
@@ -185,24 +191,21 @@ class Replies:
         return True
 
     async def _send(self, tenant: TenantConfig, job: Job, text: str, bound: Any) -> str:
-        if not tenant.api_key:
-            reason = tenant.secret_error or "the tenant has no Evolution API key (hybridflow tenants update --api-key)"
-            return await self._finish(job, FAILED, bound, error=reason, status_from=SENDING)
         try:
             result = await self.evolution.send_text(
-                base_url=tenant.evolution_url, instance=tenant.instance, api_key=tenant.api_key,
+                base_url=tenant.evolution_url, instance=tenant.instance, api_key=tenant.api_key or "",
                 number=job.chat_id, text=text, api_version=tenant.api_version)
         except SendError as exc:
             if exc.transient and await self._echo_seen(job):
-                return await self._mark_sent(tenant, job, text, None, bound)
+                return await self._mark_sent(job, text, None, bound)
             return await self._failed_attempt(job, exc, bound, status_from=SENDING)
-        return await self._mark_sent(tenant, job, text, result.message_id, bound)
+        return await self._mark_sent(job, text, result.message_id, bound)
 
     async def _echo_seen(self, job: Job) -> bool:
         async with self.store.read() as conn:
             return bool((await conn.execute(sa.select(JOBS.c.sent_message_id).where(JOBS.c.id == job.id))).scalar())
 
-    async def _mark_sent(self, tenant: TenantConfig, job: Job, text: str, message_id: str | None, bound: Any) -> str:
+    async def _mark_sent(self, job: Job, text: str, message_id: str | None, bound: Any) -> str:
         now = self.clock()
         async with self.store.write() as conn:
             await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id).values(
