@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,18 +76,20 @@ def run(ctx: typer.Context, action: Callable[[Service], Awaitable[T]], *, settin
         raise fail(exc.message, exc.exit_code) from None
 
 
-def print_json(data: Any) -> None:
-    """Machine-readable output for scripts."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+def print_json(data: Any, *, line: bool = False) -> None:
+    """Machine-readable output for scripts; ``line`` prints one compact JSON document per line (JSON lines)."""
+    indent = None if line else 2
+    sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
 def ago(value: datetime | None, now: datetime | None = None) -> str:
     """'3m ago' / 'in 1h 20m' for humans."""
     if value is None:
         return "-"
-    seconds = int(((now or datetime.now(UTC)) - value).total_seconds())
-    text = human_seconds(abs(seconds))
-    return f"{text} ago" if seconds >= 0 else f"in {text}"
+    seconds = ((now or datetime.now(UTC)) - value).total_seconds()
+    if seconds >= 0:
+        return f"{human_seconds(seconds)} ago"
+    return f"in {human_seconds(math.ceil(-seconds))}"  # "resumes in 30m" right after pausing for 30m
 
 
 def human_seconds(seconds: float) -> str:

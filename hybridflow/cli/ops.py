@@ -137,7 +137,7 @@ def replay(
     results = run(ctx, go)
     if as_json:
         for r in results:
-            print_json(r)
+            print_json(r, line=True)
     else:
         for r in results:
             detail = r.get("error") or " ".join(f"{k}={v}" for k, v in r.items()

@@ -17,8 +17,8 @@ app = typer.Typer(help="List sessions, show their history, pause or resume the A
 def _state(view: SessionView) -> str:
     if not view.is_paused:
         return "[green]active[/green]"
-    until = ago(view.resumes_at) if view.resumes_at else "until resumed"
-    return f"[yellow]paused[/yellow] ({view.pause_reason}, resumes {until})"
+    until = f"resumes {ago(view.resumes_at)}" if view.resumes_at else "until resumed by hand"
+    return f"[yellow]paused[/yellow] ({view.pause_reason}, {until})"
 
 
 @app.command("list")
@@ -44,7 +44,8 @@ def list_(
         print_json({"total": total, "page": page, "limit": limit, "sessions": [v.as_dict() for v in views]})
         return
     if not views:
-        out.print("No sessions match." if total else "No sessions yet: they appear with the first webhook.")
+        filtered = instance is not None or paused or since is not None or page > 1
+        out.print("No sessions match." if filtered else "No sessions yet: they appear with the first webhook.")
         return
     table = Table("instance")
     table.add_column("chat", no_wrap=True)  # ids are copied into other commands: never cut them
