@@ -68,6 +68,7 @@ class Tenant(SQLModel, table=True):
     mark_read: bool = False
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
+    removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it
 
 
 class ChatSession(SQLModel, table=True):

@@ -613,6 +613,23 @@ def test_removing_a_tenant_with_history_needs_delete_history(hf, tmp_path):
     assert "unknown instance" in hf("replay", str(tmp_path / "p.jsonl")).stdout
 
 
+
+def test_removing_a_tenant_can_keep_its_history_for_when_it_comes_back(hf, tmp_path):
+    add_tenant(hf)
+    ok(replay(hf, tmp_path, upsert("Olá"), owner("Oi!"), name="p.jsonl"))
+    assert "--keep-history" in one_line_error(hf("tenants", "remove", INSTANCE, "--yes"))
+    assert hf("tenants", "remove", INSTANCE, "--yes", "--keep-history", "--delete-history").exit_code == 2
+
+    removed = ok(hf("tenants", "remove", INSTANCE, "--yes", "--keep-history"))
+    assert "history kept" in removed.stdout
+    assert as_json(hf("tenants", "list", "--json")) == []
+    assert sessions(hf)["total"] == 0
+    assert "unknown instance" in hf("replay", str(tmp_path / "p.jsonl")).stdout
+
+    add_tenant(hf)  # the same instance again: its chats, pause and messages are back
+    assert sessions(hf)["total"] == 1
+    assert "duplicate" in ok(hf("replay", str(tmp_path / "p.jsonl"))).stdout
+
 # --- sweep --------------------------------------------------------------------------------------------------------
 
 

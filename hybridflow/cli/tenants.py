@@ -152,12 +152,18 @@ def remove(
     ctx: typer.Context,
     instance: str = typer.Argument(..., help="The Evolution instance name."),
     yes: bool = typer.Option(False, "--yes", help="Confirm the removal."),
+    keep_history: bool = typer.Option(False, "--keep-history",
+                                      help="Keep its sessions and messages; adding the instance again restores them."),
     delete_history: bool = typer.Option(False, "--delete-history",
-                                        help="Also delete its sessions, messages and replies (required if any)."),
+                                        help="Delete its sessions, messages and replies with it."),
 ) -> None:
-    """Remove a tenant. Needs --yes; a tenant with history also needs --delete-history."""
+    """Remove a tenant. Needs --yes; a tenant with history also needs --keep-history or --delete-history."""
     if not yes:
         raise fail(f"removing tenant {instance!r} needs --yes", 2)
-    counts = run(ctx, lambda s: s.remove_tenant(instance, delete_history=delete_history))
-    out.print(f"[green]✓[/green] tenant [bold]{instance}[/bold] removed "
+    if keep_history and delete_history:
+        raise fail("give --keep-history or --delete-history, not both", 2)
+    history = "keep" if keep_history else "delete" if delete_history else None
+    counts = run(ctx, lambda s: s.remove_tenant(instance, history=history))
+    kept = " (history kept)" if keep_history else ""
+    out.print(f"[green]✓[/green] tenant [bold]{instance}[/bold] removed{kept} "
               f"({counts['messages']} messages, {counts['sessions']} sessions deleted)")

@@ -196,9 +196,10 @@ class Service:
         log.info("tenant.updated", tenant=instance)
         return tenant
 
-    async def remove_tenant(self, instance: str, *, delete_history: bool) -> dict[str, int]:
-        counts = await self.tenants.remove(instance, delete_history=delete_history)
-        log.info("tenant.removed", tenant=instance, **counts)
+    async def remove_tenant(self, instance: str, *, history: str | None = None) -> dict[str, int]:
+        """Remove a tenant; with history, ``history`` must say "keep" or "delete". Returns the rows deleted."""
+        counts = await self.tenants.remove(instance, self.clock(), history=history)
+        log.info("tenant.removed", tenant=instance, history=history, **counts)
         return counts
 
     async def tenant(self, instance: str) -> TenantConfig:

@@ -130,7 +130,7 @@ class Sessions:
     async def list(self, *, instance: str | None = None, paused: bool | None = None, since: datetime | None = None,
                    limit: int = 50, offset: int = 0) -> tuple[list[SessionView], int]:
         """A page of sessions, most recently active first, and the total that matched."""
-        conditions = []
+        conditions = [TENANTS.c.removed_at.is_(None)]
         if instance is not None:
             conditions.append(TENANTS.c.instance == instance)
         if paused is not None:

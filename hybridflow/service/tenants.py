@@ -134,7 +134,8 @@ class Tenants:
         if cached and hit and hit[0] > now:
             return hit[1]
         async with self.store.read() as conn:
-            row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.instance == instance))).first()
+            row = (await conn.execute(sa.select(TENANTS).where(
+                TENANTS.c.instance == instance, TENANTS.c.removed_at.is_(None)))).first()
         if row is None:
             self._cache.pop(instance, None)
             raise UnknownInstance(
@@ -151,7 +152,8 @@ class Tenants:
 
     async def list(self) -> list[TenantConfig]:
         async with self.store.read() as conn:
-            rows = (await conn.execute(sa.select(TENANTS).order_by(TENANTS.c.instance))).all()
+            rows = (await conn.execute(
+                sa.select(TENANTS).where(TENANTS.c.removed_at.is_(None)).order_by(TENANTS.c.instance))).all()
         return [self._config(row) for row in rows]
 
     def _values(self, changes: TenantChanges) -> dict[str, Any]:
@@ -178,11 +180,14 @@ class Tenants:
             raise BadRequest("the instance name cannot be empty")
         values = self._values(changes)
         async with self.store.write() as conn:
-            exists = (await conn.execute(sa.select(TENANTS.c.id).where(TENANTS.c.instance == instance))).scalar()
-            if exists is not None:
-                if not update:
+            found = (await conn.execute(
+                sa.select(TENANTS.c.id, TENANTS.c.removed_at).where(TENANTS.c.instance == instance))).first()
+            if found is not None:
+                if not update and found.removed_at is None:
                     raise Conflict(f"tenant {instance!r} already exists (use `tenants update` or --update to change it)")
-                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == exists).values(updated_at=now, **values))
+                # A tenant removed with --keep-history comes back with its history.
+                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
+                    updated_at=now, removed_at=None, **values))
             else:
                 if changes.prompt is None:
                     raise BadRequest("a new tenant needs a prompt (--prompt TEXT or --prompt-file PATH)")
@@ -195,8 +200,12 @@ class Tenants:
         await self.get(instance, cached=False)
         return await self.add(instance, changes, now, update=True)
 
-    async def remove(self, instance: str, *, delete_history: bool) -> dict[str, int]:
-        """Delete a tenant. Its history must be deleted with it (``delete_history``) or the removal refuses."""
+    async def remove(self, instance: str, now: datetime, *, history: str | None) -> dict[str, int]:
+        """Remove a tenant. A tenant with history needs an explicit choice: ``history`` = "keep" or "delete".
+
+        Kept history stays in the database (the tenant row is marked removed, its webhooks answer 404, its waiting
+        replies are cancelled); adding the instance again brings it back with its sessions and messages.
+        """
         tenant = await self.get(instance, cached=False)
         counts: dict[str, int] = {}
         async with self.store.write() as conn:
@@ -206,11 +215,18 @@ class Tenants:
                     sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant.id)
                 )).scalar_one()
                 counts[table.name] = total
-            if any(counts.values()) and not delete_history:
+            if any(counts.values()) and history not in ("keep", "delete"):
                 raise Conflict(
                     f"tenant {instance!r} has history ({counts['messages']} messages, {counts['sessions']} sessions); "
-                    "pass --delete-history to delete it along with the tenant"
+                    "pass --keep-history or --delete-history"
                 )
+            if history == "keep":
+                await conn.execute(sa.update(ReplyJob.__table__).where(
+                    ReplyJob.__table__.c.tenant_id == tenant.id, ReplyJob.__table__.c.status.in_(["queued", "retry"]))
+                    .values(status="failed", last_error="the tenant was removed", updated_at=now))
+                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(removed_at=now))
+                self._cache.pop(instance, None)
+                return {name: 0 for name in counts}
             for model in (ReplyJob, SessionEvent, Message, ChatSession):
                 table = model.__table__
                 await conn.execute(sa.delete(table).where(table.c.tenant_id == tenant.id))
