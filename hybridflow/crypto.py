@@ -58,4 +58,5 @@ def same_secret(given: str | None, expected: str) -> bool:
     """Constant-time comparison of a presented secret with the expected one."""
     if given is None:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # surrogatepass: a hostile value that is not valid Unicode is a mismatch, not a crash
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))

@@ -57,11 +57,16 @@ def _bearer(request: web.Request) -> str | None:
 
 async def webhook(request: web.Request) -> web.Response:
     """POST /webhooks/evolution[/{suffix}]: Evolution's webhook, in either of its URL modes."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a body that does not match its Content-Encoding
+        raise BadRequest(f"the body could not be read: {type(exc).__name__}: {str(exc)[:120]}") from None
     try:
         text = raw.decode("utf-8")
         body = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also integers beyond Python's digit limit
         raise BadRequest(f"the body is not valid JSON: {type(exc).__name__}: {str(exc)[:120]}") from None
     if CAPTURE in request.app:
         request.app[CAPTURE].write(body)

@@ -29,7 +29,9 @@ from hybridflow.llm import LLMClient, build_messages
 from hybridflow.logs import redact
 from hybridflow.metrics import Metrics
 from hybridflow.models import OPEN_JOB_STATES
-from hybridflow.service.ingest import IGNORED_EVENT, JOBS, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, store_batch
+from hybridflow.service.ingest import (
+    IGNORED_EVENT, JOBS, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, clean_text, store_batch,
+)
 from hybridflow.service.replies import Replies, conversation
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import TenantChanges, TenantConfig, Tenants
@@ -38,6 +40,14 @@ from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.service")
 Clock = Callable[[], datetime]
+
+
+MAX_ID_LENGTH = 200
+
+
+def _plausible(value: str | None) -> bool:
+    """An id or name we can store and look up on both databases: bounded, printable, valid Unicode."""
+    return bool(value) and len(value) <= MAX_ID_LENGTH and clean_text(value) == value and value.isprintable()
 
 
 def utcnow() -> datetime:
@@ -139,11 +149,17 @@ class Service:
             raise BadRequest("the body has no 'event' field")
         if not event.instance:
             raise BadRequest("the body has no 'instance' field")
+        if not _plausible(event.instance):
+            raise BadRequest("the 'instance' field is not a plausible instance name")
         tenant = await self.tenants.get(event.instance)
         self.authenticate(tenant, event, credentials)
         if not event.is_message or not event.chat_jid:
             result = IngestResult(IGNORED_EVENT, tenant.instance, event.chat_jid, event.message_id,
                                   event.reason if not event.supported else None)
+            self._log(tenant, event, result)
+            return result
+        if not (_plausible(event.chat_jid) and _plausible(event.message_id)):
+            result = IngestResult(IGNORED_EVENT, tenant.instance, None, None, "implausible chat or message id")
             self._log(tenant, event, result)
             return result
         if body.get("apikey"):

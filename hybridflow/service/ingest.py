@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow import events as ev
-from hybridflow.models import QUEUED, SKIPPED_PAUSED, ChatSession, Message, ReplyJob, SessionEvent
+from hybridflow.models import QUEUED, SENT, SKIPPED_PAUSED, UNKNOWN, ChatSession, Message, ReplyJob, SessionEvent
 from hybridflow.service.tenants import TenantConfig
 
 SESSIONS = ChatSession.__table__
@@ -207,7 +207,8 @@ async def stored_message_ids(conn: AsyncConnection, ids: set[tuple[int, str]]) -
 @dataclass(slots=True)
 class _OwnSends:
     by_id: dict[tuple[int, str], int]
-    by_text: dict[tuple[int, str, str], tuple[int, str | None]]
+    # (tenant, chat, text) -> ids of the jobs that sent that text whose echo has not been seen yet, oldest first
+    by_text: dict[tuple[int, str, str], list[int]]
 
 
 async def own_sends(conn: AsyncConnection, items: list[Inbound], now: datetime) -> _OwnSends:
@@ -218,7 +219,8 @@ async def own_sends(conn: AsyncConnection, items: list[Inbound], now: datetime) 
         return found
     ids = {(i.tenant.id, i.event.message_id) for i in mine}
     chats = {(i.tenant.id, i.event.chat_jid) for i in mine}
-    query = sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id).where(
+    query = sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id).order_by(
+        JOBS.c.id).where(
         sa.or_(
             sa.tuple_(JOBS.c.tenant_id, JOBS.c.sent_message_id).in_(list(ids)),
             sa.and_(
@@ -231,7 +233,8 @@ async def own_sends(conn: AsyncConnection, items: list[Inbound], now: datetime) 
     for row in await conn.execute(query):
         if row.sent_message_id:
             found.by_id[(row.tenant_id, row.sent_message_id)] = row.id
-        found.by_text[(row.tenant_id, row.chat_id, row.reply_text.strip())] = (row.id, row.sent_message_id)
+        elif row.reply_text:
+            found.by_text.setdefault((row.tenant_id, row.chat_id, row.reply_text.strip()), []).append(row.id)
     return found
 
 
@@ -241,10 +244,12 @@ def _is_echo(item: Inbound, sends: _OwnSends, matched: dict[int, str]) -> bool:
         return False
     if (item.tenant.id, event.message_id) in sends.by_id:
         return True
-    hit = sends.by_text.get((item.tenant.id, event.chat_jid, (event.text or "").strip()))
-    if hit is None or not event.text or (hit[1] and hit[1] != event.message_id):
+    waiting = sends.by_text.get((item.tenant.id, event.chat_jid, (event.text or "").strip()))
+    if not waiting or not event.text:
         return False
-    matched[hit[0]] = event.message_id  # remember the id: the echo proves the send reached WhatsApp
+    job_id = waiting.pop(0)  # the same text sent twice: each echo settles one send
+    matched[job_id] = event.message_id  # remember the id: the echo proves the send reached WhatsApp
+    sends.by_id[(item.tenant.id, event.message_id)] = job_id
     return True
 
 
@@ -291,7 +296,7 @@ async def store_batch(conn: AsyncConnection, items: list[Inbound], now: datetime
             insert_for(conn, MESSAGES).on_conflict_do_nothing(index_elements=["tenant_id", "message_id"]), messages
         )
     await _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
-    await _write_jobs(conn, sessions, list(jobs.values()), matched_echoes)
+    await _write_jobs(conn, list(jobs.values()), matched_echoes, now)
     return results
 
 
@@ -316,7 +321,8 @@ async def _write_sessions(conn: AsyncConnection, dirty: list[SessionState], now:
         )
 
 
-async def _write_jobs(conn: AsyncConnection, sessions: dict, jobs: list[dict[str, Any]], echoes: dict[int, str]) -> None:
+async def _write_jobs(conn: AsyncConnection, jobs: list[dict[str, Any]], echoes: dict[int, str],
+                     now: datetime) -> None:
     if jobs:
         stmt = insert_for(conn, JOBS)
         stmt = stmt.on_conflict_do_update(
@@ -327,8 +333,11 @@ async def _write_jobs(conn: AsyncConnection, sessions: dict, jobs: list[dict[str
         )
         await conn.execute(stmt, jobs)
     if echoes:
+        params = [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()]
         await conn.execute(
             sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.sent_message_id.is_(None))
-            .values(sent_message_id=sa.bindparam("b_mid")),
-            [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()],
-        )
+            .values(sent_message_id=sa.bindparam("b_mid")), params)
+        # A send reported "unknown" after a crash is settled by its late echo.
+        await conn.execute(
+            sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == UNKNOWN)
+            .values(status=SENT, sent_at=now, last_error=None), params)

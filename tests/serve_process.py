@@ -1,0 +1,166 @@
+"""`hybridflow serve` as a real child process, for fault tests and benchmarks: start, wait healthy, kill -9.
+
+Nothing here depends on pytest. The server listens on 127.0.0.1 only; its JSON log lines go to a file that
+the caller can read (``ServeProcess.log_events()``) or print when a test fails (``ServeProcess.log_tail()``)::
+
+    env = serve_env(database_url, evolution_url=evolution.url, ollama_host=ollama.url)
+    cli(env, "tenants", "add", "test-instance", "--prompt", "Be brief.", "--api-key", "k")
+    server = ServeProcess(env, log_path)
+    server.start()
+    await server.wait_healthy()
+    ...
+    server.kill()      # SIGKILL: no cleanup runs, exactly like a crash
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hybridflow.crypto import generate_key
+
+STARTUP_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_env(database_url: str, *, evolution_url: str, ollama_host: str, secret_key: str | None = None,
+              **settings: str) -> dict[str, str]:
+    """The environment of a `serve` (or CLI) child: database, peers, a free port, JSON logs, no debounce.
+
+    HYBRIDFLOW_* variables of the calling environment are dropped, so only what is given here applies.
+
+    ``settings`` are more HYBRIDFLOW_* values by lower-case name, e.g. ``reply_lease="3s"``.
+    """
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HYBRIDFLOW_")}
+    values = {
+        "database_url": database_url,
+        "host": "127.0.0.1",
+        "port": str(free_port()),
+        "secret_key": secret_key or generate_key(),
+        "evolution_url": evolution_url,
+        "ollama_host": ollama_host,
+        "debounce": "0",
+        "sweep_interval": "1s",
+        "log_format": "json",
+        **settings,
+    }
+    env.update({f"HYBRIDFLOW_{name.upper()}": value for name, value in values.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 60.0,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hybridflow ARGS`` with ``env``; raises with its output when it fails.
+
+    ``cwd`` defaults to the temporary directory, so that no ./hybridflow.toml is read by accident.
+    """
+    result = subprocess.run([sys.executable, "-m", "hybridflow", *args], env=env, capture_output=True, text=True,
+                            timeout=timeout, cwd=cwd or tempfile.gettempdir())
+    if result.returncode != 0:
+        raise RuntimeError(f"hybridflow {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class ServeProcess:
+    """One `python -m hybridflow serve` child process with its own log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = int(env["HYBRIDFLOW_PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.webhook_url = f"{self.url}/webhooks/evolution"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start `serve` (again, after a kill: same port, same database); appends to the same log file."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hybridflow", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.log_path.parent, start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Poll GET /health until it answers 200; fails early if the process exits."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if not self.alive:
+                    raise RuntimeError(f"serve exited with {self.process and self.process.returncode}:\n"
+                                       f"{self.log_tail()}")
+                try:
+                    if (await client.get(f"{self.url}/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"serve not healthy after {timeout}s:\n{self.log_tail()}")
+                await asyncio.sleep(0.1)
+
+    def wait_healthy_sync(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """``wait_healthy`` for code without an event loop."""
+        asyncio.run(self.wait_healthy(timeout))
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9): no shutdown code runs, open transactions and HTTP calls just stop."""
+        if self.alive:
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (a graceful stop), SIGKILL after ``timeout``; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (lines that are not JSON, e.g. a traceback, are skipped)."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
