@@ -111,7 +111,7 @@ async def test_evolution_jwt_mode(client: TestClient, service: Service) -> None:
     now = int(time.time())
     good = jwt.encode({"iat": now, "exp": now + 600, "app": "evolution", "action": "webhook"}, "jwt-signing-key-of-32-bytes-or-more!")
     expired = jwt.encode({"iat": now - 1200, "exp": now - 600}, "jwt-signing-key-of-32-bytes-or-more!")
-    forged = jwt.encode({"iat": now, "exp": now + 600}, "another-key")
+    forged = jwt.encode({"iat": now, "exp": now + 600}, "another-key-that-is-also-32-bytes-long")
     assert (await post(client, upsert("a"), headers={"Authorization": f"Bearer {good}"})).status == 200
     for token in (expired, forged, "not-a-jwt"):
         assert (await post(client, upsert("b"), headers={"Authorization": f"Bearer {token}"})).status == 401
