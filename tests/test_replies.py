@@ -243,6 +243,7 @@ async def test_worker_killed_while_generating_is_picked_up_after_the_lease(
     assert len(claimed) == 1
     assert await service.replies.claim(10) == []  # leased: nobody else takes it
     clock.advance(seconds=service.settings.reply_lease + 1)
+    assert await service.replies.recover_stale() == []  # not sending yet: queued again, nothing is "unknown"
     [job] = await service.replies.claim(10)
     assert await service.replies.run(job) == "sent"
     assert len(fake_evolution.sent_texts) == 1

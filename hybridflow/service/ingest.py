@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -171,6 +172,18 @@ def insert_for(conn: AsyncConnection, table: sa.Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+def pairs_in(tenant_column: sa.Column, key_column: sa.Column, pairs: Iterable[tuple[int, str]]) -> Any:
+    """``(tenant, key) IN pairs`` written so that both databases use the composite index.
+
+    SQLite scans the whole table for a row-value IN list; ``tenant = ? AND key IN (...)`` per tenant is an index
+    search on both backends.
+    """
+    by_tenant: dict[int, list[str]] = {}
+    for tenant_id, key in pairs:
+        by_tenant.setdefault(tenant_id, []).append(key)
+    return sa.or_(*(sa.and_(tenant_column == t, key_column.in_(keys)) for t, keys in by_tenant.items()))
+
+
 def _session_state(row: Any) -> SessionState:
     return SessionState(
         id=row.id, tenant_id=row.tenant_id, chat_id=row.chat_id, is_paused=row.is_paused,
@@ -188,7 +201,7 @@ async def lock_sessions(conn: AsyncConnection, keys: dict[tuple[int, str], str],
     await conn.execute(insert_for(conn, SESSIONS).on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]), rows)
     query = (
         sa.select(SESSIONS)
-        .where(sa.tuple_(SESSIONS.c.tenant_id, SESSIONS.c.chat_id).in_(list(keys)))
+        .where(pairs_in(SESSIONS.c.tenant_id, SESSIONS.c.chat_id, keys))
         .order_by(SESSIONS.c.id)
     )
     if conn.dialect.name == "postgresql":
@@ -196,12 +209,11 @@ async def lock_sessions(conn: AsyncConnection, keys: dict[tuple[int, str], str],
     return {(row.tenant_id, row.chat_id): _session_state(row) for row in await conn.execute(query)}
 
 
-async def stored_message_ids(conn: AsyncConnection, ids: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    """Which (tenant, message id) pairs are already stored."""
-    query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id).where(
-        sa.tuple_(MESSAGES.c.tenant_id, MESSAGES.c.message_id).in_(list(ids))
-    )
-    return {(row.tenant_id, row.message_id) for row in await conn.execute(query)}
+async def stored_messages(conn: AsyncConnection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """Which (tenant, message id) pairs are already stored, with who wrote them."""
+    query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.direction).where(
+        pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids))
+    return {(row.tenant_id, row.message_id): row.direction for row in await conn.execute(query)}
 
 
 @dataclass(slots=True)
@@ -211,25 +223,19 @@ class _OwnSends:
     by_text: dict[tuple[int, str, str], list[int]]
 
 
-async def own_sends(conn: AsyncConnection, items: list[Inbound], now: datetime) -> _OwnSends:
+async def own_sends(conn: AsyncConnection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
+                    now: datetime) -> _OwnSends:
     """Replies HybridFlow sent or is sending to the chats of the fromMe messages of a batch."""
     found = _OwnSends({}, {})
     mine = [i for i in items if i.event.from_me or i.event.event == "send.message"]
     if not mine:
         return found
-    ids = {(i.tenant.id, i.event.message_id) for i in mine}
-    chats = {(i.tenant.id, i.event.chat_jid) for i in mine}
-    query = sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id).order_by(
-        JOBS.c.id).where(
-        sa.or_(
-            sa.tuple_(JOBS.c.tenant_id, JOBS.c.sent_message_id).in_(list(ids)),
-            sa.and_(
-                sa.tuple_(JOBS.c.tenant_id, JOBS.c.chat_id).in_(list(chats)),
-                JOBS.c.attempted_at >= now - ECHO_WINDOW,
-                JOBS.c.reply_text.is_not(None),
-            ),
-        )
-    )
+    session_ids = {sessions[(i.tenant.id, i.event.chat_jid)].id for i in mine}
+    query = sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id).where(
+        JOBS.c.session_id.in_(session_ids),
+        JOBS.c.attempted_at >= now - ECHO_WINDOW,  # older echoes find the reply's own message row instead
+        JOBS.c.reply_text.is_not(None),
+    ).order_by(JOBS.c.id)
     for row in await conn.execute(query):
         if row.sent_message_id:
             found.by_id[(row.tenant_id, row.sent_message_id)] = row.id
@@ -268,18 +274,19 @@ async def store_batch(conn: AsyncConnection, items: list[Inbound], now: datetime
     """Store and decide a batch of message webhooks inside the caller's transaction."""
     keys = {(i.tenant.id, i.event.chat_jid): i.event.chat_kind for i in items}
     sessions = await lock_sessions(conn, keys, now)
-    stored = await stored_message_ids(conn, {(i.tenant.id, i.event.message_id) for i in items})
-    sends = await own_sends(conn, items, now)
+    stored = await stored_messages(conn, {(i.tenant.id, i.event.message_id) for i in items})
+    sends = await own_sends(conn, items, sessions, now)
     matched_echoes: dict[int, str] = {}
     results, messages, jobs = [], [], {}
     for item in items:
         event, session = item.event, sessions[(item.tenant.id, item.event.chat_jid)]
         key = (item.tenant.id, event.message_id)
         duplicate = key in stored
-        echo = _is_echo(item, sends, matched_echoes)
+        # Our own reply is stored when it is sent: a late (or repeated) echo of it finds that row.
+        echo = stored.get(key) == BOT or _is_echo(item, sends, matched_echoes)
         action, reason = decide(item, session, now, duplicate=duplicate, echo=echo)
         if not duplicate:
-            stored.add(key)
+            stored[key] = BOT if echo else direction_of(event)
             messages.append(_message_row(item, session, now, action, echo))
         if action == REPLY_QUEUED:
             job = jobs.setdefault(session.id, {

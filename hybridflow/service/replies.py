@@ -82,11 +82,8 @@ class Replies:
     async def claim(self, limit: int) -> list[Job]:
         """Atomically take up to ``limit`` due jobs (and jobs whose worker died before sending)."""
         now = self.clock()
-        due = sa.or_(
-            sa.and_(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now),
-            sa.and_(JOBS.c.status == RUNNING, JOBS.c.lease_until < now),
-        )
-        pick = sa.select(JOBS.c.id).where(due).order_by(JOBS.c.due_at).limit(limit)
+        pick = (sa.select(JOBS.c.id).where(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now)
+                .order_by(JOBS.c.due_at).limit(limit))
         if self.store.is_postgres:
             pick = pick.with_for_update(skip_locked=True)
         async with self.store.write() as conn:
@@ -99,18 +96,14 @@ class Replies:
             )).all()
         return [Job(**row._mapping) for row in rows]
 
-    async def next_due(self) -> datetime | None:
-        """When the earliest waiting job becomes due."""
-        async with self.store.read() as conn:
-            return (await conn.execute(
-                sa.select(sa.func.min(JOBS.c.due_at)).where(JOBS.c.status.in_([QUEUED, RETRY]))
-            )).scalar()
-
     async def recover_stale(self) -> list[int]:
-        """Settle jobs whose worker died mid-send: ``sent`` if the echo came back, else ``unknown`` (never resent)."""
+        """Take back jobs of workers that died: before sending they are queued again; mid-send they become
+        ``sent`` if the echo came back, else ``unknown`` (never resent)."""
         now = self.clock()
         stale = sa.and_(JOBS.c.status == SENDING, JOBS.c.lease_until < now)
         async with self.store.write() as conn:
+            await conn.execute(sa.update(JOBS).where(JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
+                               .values(status=RETRY, due_at=now, claimed_by=None, updated_at=now))
             await conn.execute(sa.update(JOBS).where(stale, JOBS.c.sent_message_id.is_not(None))
                                .values(status=SENT, sent_at=now, updated_at=now))
             unknown = (await conn.execute(
