@@ -32,7 +32,7 @@ from hybridflow.models import OPEN_JOB_STATES
 from hybridflow.service.ingest import (
     IGNORED_EVENT, JOBS, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, clean_text, store_batch,
 )
-from hybridflow.service.replies import Replies, conversation
+from hybridflow.service.replies import Replies, WriteOp, conversation
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
@@ -84,8 +84,9 @@ class Service:
         self.replies = Replies(
             store, self.tenants, evolution, llm, clock=clock, worker_id=self.worker_id, metrics=self.metrics,
             history_limit=settings.history_limit, lease=settings.reply_lease,
-            send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts)
-        self.writer: BatchWriter[Inbound, IngestResult] = BatchWriter(store, self._store_batch)
+            send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts,
+            submit=self._submit_write)
+        self.writer: BatchWriter[Inbound | WriteOp[Any], Any] = BatchWriter(store, self._store_batch)
         self.reply_wakeup = asyncio.Event()
 
     @classmethod
@@ -113,8 +114,15 @@ class Service:
 
     # -- webhooks ---------------------------------------------------------------------------------------------
 
-    async def _store_batch(self, conn: Any, items: list[Inbound]) -> list[IngestResult]:
-        return await store_batch(conn, items, self.clock())
+    async def _store_batch(self, conn: Any, items: list[Inbound | WriteOp[Any]]) -> list[Any]:
+        """One transaction for what arrived together: the webhooks (set-based), then the reply workers' writes
+        (after the webhooks, so a pause that arrived in the same batch is seen by the last-moment check)."""
+        inbound = [item for item in items if isinstance(item, Inbound)]
+        decided = iter(await store_batch(conn, inbound, self.clock()) if inbound else [])
+        return [next(decided) if isinstance(item, Inbound) else await item(conn) for item in items]
+
+    async def _submit_write(self, operation: WriteOp[Any]) -> Any:
+        return await self.writer.submit(operation)
 
     async def ingest(self, body: object, raw: str, credentials: Credentials = TRUSTED) -> IngestResult:
         """Handle one webhook body: store it, decide, answer the action. The one path for webhooks and replay."""

@@ -11,10 +11,10 @@ arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -30,6 +30,8 @@ from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.replies")
+T = TypeVar("T")
+WriteOp = Callable[[AsyncConnection], Awaitable[T]]
 MAX_BACKOFF = 300.0
 
 
@@ -68,9 +70,11 @@ class Replies:
 
     def __init__(self, store: Store, tenants: Tenants, evolution: EvolutionClient, llm: LLMClient, *,
                  clock: Callable[[], datetime], worker_id: str, history_limit: int, lease: float,
-                 send_timeout: float, max_attempts: int, metrics: Metrics | None = None) -> None:
+                 send_timeout: float, max_attempts: int, metrics: Metrics | None = None,
+                 submit: Callable[[WriteOp[Any]], Awaitable[Any]] | None = None) -> None:
         self.store, self.tenants, self.evolution, self.llm = store, tenants, evolution, llm
         self.metrics = metrics or Metrics()
+        self.submit = submit
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.clock = clock
         self.worker_id = worker_id
@@ -86,15 +90,24 @@ class Replies:
                 .order_by(JOBS.c.due_at).limit(limit))
         if self.store.is_postgres:
             pick = pick.with_for_update(skip_locked=True)
-        async with self.store.write() as conn:
-            rows = (await conn.execute(
+
+        async def take(conn: AsyncConnection) -> list[Job]:
+            rows = await conn.execute(
                 sa.update(JOBS).where(JOBS.c.id.in_(pick.scalar_subquery()))
                 .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=self.worker_id,
                         lease_until=now + timedelta(seconds=self.lease), updated_at=now)
                 .returning(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id, JOBS.c.trigger_message_id,
-                           JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text, JOBS.c.received_at)
-            )).all()
-        return [Job(**row._mapping) for row in rows]
+                           JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text, JOBS.c.received_at))
+            return [Job(**row._mapping) for row in rows]
+
+        return await self._write(take)
+
+    async def _write(self, operation: WriteOp[T]) -> T:
+        """Run a write in the process's batching writer (with the webhooks of the moment), or on its own."""
+        if self.submit is not None:
+            return await self.submit(operation)
+        async with self.store.write() as conn:
+            return await operation(conn)
 
     async def recover_stale(self) -> list[int]:
         """Take back jobs of workers that died: before sending they are queued again; mid-send they become
@@ -165,23 +178,27 @@ class Replies:
     async def _record_attempt(self, job: Job, text: str) -> bool:
         """The last-moment pause check and the record of the attempt, in one transaction. False if paused."""
         now = self.clock()
-        async with self.store.write() as conn:
-            query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
-            if self.store.is_postgres:
-                query = query.with_for_update()
-            mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == self.worker_id)
+        query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
+        if self.store.is_postgres:
+            query = query.with_for_update()
+        mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == self.worker_id)
+
+        async def record(conn: AsyncConnection) -> str:
             if (await conn.execute(query)).scalar():
                 await conn.execute(sa.update(JOBS).where(mine).values(
                     status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
                     last_error="the owner took over while the reply was being generated"))
-                return False
+                return SKIPPED_PAUSED
             claimed = await conn.execute(
                 sa.update(JOBS).where(mine)
                 .values(status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
                         lease_until=now + timedelta(seconds=self.send_lease)))
-            if claimed.rowcount != 1:
-                raise _LostLease(job.id)
-        return True
+            return SENDING if claimed.rowcount == 1 else RUNNING
+
+        outcome = await self._write(record)
+        if outcome == RUNNING:
+            raise _LostLease(job.id)
+        return outcome == SENDING
 
     async def _send(self, tenant: TenantConfig, job: Job, text: str, bound: Any) -> str:
         try:
@@ -200,17 +217,22 @@ class Replies:
 
     async def _mark_sent(self, job: Job, text: str, message_id: str | None, bound: Any) -> str:
         now = self.clock()
-        async with self.store.write() as conn:
-            await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id).values(
-                status=SENT, sent_at=now, updated_at=now, last_error=None,
-                sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id)))
-            mid = (await conn.execute(sa.select(JOBS.c.sent_message_id).where(JOBS.c.id == job.id))).scalar()
-            if mid:
+
+        async def settle(conn: AsyncConnection) -> str | None:
+            mid = (await conn.execute(
+                sa.update(JOBS).where(JOBS.c.id == job.id).values(
+                    status=SENT, sent_at=now, updated_at=now, last_error=None,
+                    sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
+                .returning(JOBS.c.sent_message_id))).scalar()
+            if mid:  # the reply joins the transcript (and a late echo of it is recognised as ours)
                 await conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
                     index_elements=["tenant_id", "message_id"]).values(
                     tenant_id=job.tenant_id, session_id=job.session_id, message_id=mid, chat_id=job.chat_id,
                     event="reply", direction=BOT, from_me=True, kind="text", message_type="conversation", text=text,
                     received_at=now, action=OWN_MESSAGE, raw="{}"))
+            return mid
+
+        mid = await self._write(settle)
         latency_ms = (now - job.received_at).total_seconds() * 1000
         self.metrics.reply(SENT, latency_ms / 1000)
         bound.info("reply.sent", sent_message_id=mid, latency_ms=round(latency_ms, 1), text_length=len(text))
@@ -220,22 +242,27 @@ class Replies:
         if exc.transient and job.attempts < self.max_attempts:
             delay = backoff(job.attempts)
             now = self.clock()
-            async with self.store.write() as conn:
-                await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from).values(
-                    status=RETRY, due_at=now + timedelta(seconds=delay), last_error=exc.message, updated_at=now))
+            await self._update(job, status_from, status=RETRY, due_at=now + timedelta(seconds=delay),
+                               last_error=exc.message, updated_at=now)
             bound.warning("reply.retry", error=exc.message, retry_in_s=delay, kind=type(exc).__name__)
             self.metrics.reply(RETRY)
             return RETRY
         return await self._finish(job, FAILED, bound, error=exc.message, status_from=status_from)
 
     async def _finish(self, job: Job, status: str, bound: Any, *, error: str, status_from: str = RUNNING) -> str:
-        now = self.clock()
-        async with self.store.write() as conn:
-            await conn.execute(sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from)
-                               .values(status=status, last_error=error, updated_at=now))
+        await self._update(job, status_from, status=status, last_error=error, updated_at=self.clock())
         (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error)
         self.metrics.reply(status)
         return status
+
+    async def _update(self, job: Job, status_from: str, **values: Any) -> None:
+        """Move a job on from ``status_from`` (a job that moved on meanwhile is left alone)."""
+        statement = sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from).values(**values)
+
+        async def update(conn: AsyncConnection) -> None:
+            await conn.execute(statement)
+
+        await self._write(update)
 
     async def _presence(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
         try:
