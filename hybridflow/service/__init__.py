@@ -50,6 +50,19 @@ def _plausible(value: str | None) -> bool:
     return bool(value) and len(value) <= MAX_ID_LENGTH and clean_text(value) == value and value.isprintable()
 
 
+def _without_apikey(body: dict[str, Any], raw: str) -> str:
+    """The raw body to store, without the instance token Evolution puts in every body's ``apikey``."""
+    apikey = body.get("apikey")
+    if not apikey:
+        return raw
+    if isinstance(apikey, str) and len(apikey) >= 16 and set(apikey) <= _TOKEN_CHARS:
+        return raw.replace(apikey, "[redacted]")  # a long plain token appears verbatim in the JSON text: fast path
+    return json.dumps(redact(body), ensure_ascii=False)
+
+
+_TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+=~")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -170,9 +183,7 @@ class Service:
             result = IngestResult(IGNORED_EVENT, tenant.instance, None, None, "implausible chat or message id")
             self._log(tenant, event, result)
             return result
-        if body.get("apikey"):
-            raw = json.dumps(redact(body), ensure_ascii=False)  # Evolution puts the instance token in every body
-        return Inbound(tenant, event, raw)
+        return Inbound(tenant, event, _without_apikey(body, raw))
 
     def _after(self, item: Inbound, result: IngestResult) -> None:
         self._log(item.tenant, item.event, result)
