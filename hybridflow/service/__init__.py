@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
 from hybridflow.config import Settings
@@ -127,12 +128,12 @@ class Service:
 
     # -- webhooks ---------------------------------------------------------------------------------------------
 
-    async def _store_batch(self, conn: Any, items: list[Inbound | WriteOp[Any]]) -> list[Any]:
+    def _store_batch(self, conn: Connection, items: list[Inbound | WriteOp[Any]]) -> list[Any]:
         """One transaction for what arrived together: the webhooks (set-based), then the reply workers' writes
         (after the webhooks, so a pause that arrived in the same batch is seen by the last-moment check)."""
         inbound = [item for item in items if isinstance(item, Inbound)]
-        decided = iter(await store_batch(conn, inbound, self.clock()) if inbound else [])
-        return [next(decided) if isinstance(item, Inbound) else await item(conn) for item in items]
+        decided = iter(store_batch(conn, inbound, self.clock()) if inbound else [])
+        return [next(decided) if isinstance(item, Inbound) else item(conn) for item in items]
 
     async def _submit_write(self, operation: WriteOp[Any]) -> Any:
         return await self.writer.submit(operation)
@@ -152,7 +153,7 @@ class Service:
         if isinstance(item, IngestResult):
             return item, None
         async with self.store.rehearsal() as conn:
-            result = (await store_batch(conn, [item], self.clock()))[0]
+            result = (await conn.run_sync(store_batch, [item], self.clock()))[0]
             history = None
             if result.action == REPLY_QUEUED:
                 session_id = (await conn.execute(sa.select(SESSIONS.c.id).where(

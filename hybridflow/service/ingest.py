@@ -1,13 +1,15 @@
 """Ingestion: the decision for each message, and the batch that stores messages, sessions and decisions at once.
 
 ``decide`` is the state machine (pure: it mutates only the in-memory session it is given). ``store_batch`` runs it
-for every message of a batch inside one transaction: sessions are created and locked (``FOR UPDATE`` on
+for every message of a batch inside one transaction (synchronous Core code: the store runs a whole batch in one
+hop to the database thread, see ``Store.batch``): sessions are created and locked (``FOR UPDATE`` on
 PostgreSQL, the single ``BEGIN IMMEDIATE`` writer on SQLite) before duplicates are checked, so two processes that
 receive the same message at once serialize on the session row and exactly one stores it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from collections.abc import Iterable
@@ -15,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
 from hybridflow.models import QUEUED, SENT, SKIPPED_PAUSED, UNKNOWN, ChatSession, Message, ReplyJob, SessionEvent
@@ -167,9 +169,32 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
     return REPLY_QUEUED, None
 
 
-def insert_for(conn: AsyncConnection, table: sa.Table) -> Any:
+def insert_for(conn: Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+@functools.cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """The batch's statements, built once per dialect (building an upsert costs more than running it)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert_job = insert(JOBS)
+    return {
+        "new_sessions": insert(SESSIONS).on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]),
+        "new_messages": insert(MESSAGES).on_conflict_do_nothing(index_elements=["tenant_id", "message_id"]),
+        "queue_jobs": upsert_job.on_conflict_do_update(
+            index_elements=["session_id"],
+            index_where=sa.text("status = 'queued'"),  # literal: PostgreSQL matches the partial index by text
+            set_={"due_at": upsert_job.excluded.due_at, "last_message_id": upsert_job.excluded.last_message_id,
+                  "updated_at": upsert_job.excluded.updated_at},
+        ),
+        "update_sessions": sa.update(SESSIONS).where(SESSIONS.c.id == sa.bindparam("b_id")).values(
+            updated_at=sa.bindparam("b_updated_at"), **{c: sa.bindparam(f"b_{c}") for c in SESSION_COLUMNS}),
+    }
+
+
+SESSION_COLUMNS = ("is_paused", "pause_reason", "paused_by", "paused_at", "resumes_at", "last_human_at",
+                   "last_message_at", "push_name")
 
 
 def pairs_in(tenant_column: sa.Column, key_column: sa.Column, pairs: Iterable[tuple[int, str]]) -> Any:
@@ -193,12 +218,12 @@ def _session_state(row: Any) -> SessionState:
     )
 
 
-async def lock_sessions(conn: AsyncConnection, keys: dict[tuple[int, str], str], now: datetime) -> dict[tuple[int, str], SessionState]:
+def lock_sessions(conn: Connection, keys: dict[tuple[int, str], str], now: datetime) -> dict[tuple[int, str], SessionState]:
     """Create the sessions that do not exist yet and lock all of them for this transaction, in id order."""
     # Sorted: two processes creating the same new sessions take their index locks in one order (no deadlock).
     rows = [{"tenant_id": t, "chat_id": c, "chat_kind": keys[(t, c)], "is_paused": False, "created_at": now,
              "updated_at": now} for (t, c) in sorted(keys)]
-    await conn.execute(insert_for(conn, SESSIONS).on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]), rows)
+    conn.execute(_statements(conn.dialect.name)["new_sessions"], rows)
     query = (
         sa.select(SESSIONS)
         .where(pairs_in(SESSIONS.c.tenant_id, SESSIONS.c.chat_id, keys))
@@ -206,14 +231,14 @@ async def lock_sessions(conn: AsyncConnection, keys: dict[tuple[int, str], str],
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    return {(row.tenant_id, row.chat_id): _session_state(row) for row in await conn.execute(query)}
+    return {(row.tenant_id, row.chat_id): _session_state(row) for row in conn.execute(query)}
 
 
-async def stored_messages(conn: AsyncConnection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+def stored_messages(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
     """Which (tenant, message id) pairs are already stored, with who wrote them."""
     query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.direction).where(
         pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids))
-    return {(row.tenant_id, row.message_id): row.direction for row in await conn.execute(query)}
+    return {(row.tenant_id, row.message_id): row.direction for row in conn.execute(query)}
 
 
 @dataclass(slots=True)
@@ -223,7 +248,7 @@ class _OwnSends:
     by_text: dict[tuple[int, str, str], list[int]]
 
 
-async def own_sends(conn: AsyncConnection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
+def own_sends(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
                     now: datetime) -> _OwnSends:
     """Replies HybridFlow sent or is sending to the chats of the fromMe messages of a batch."""
     found = _OwnSends({}, {})
@@ -236,7 +261,7 @@ async def own_sends(conn: AsyncConnection, items: list[Inbound], sessions: dict[
         JOBS.c.attempted_at >= now - ECHO_WINDOW,  # older echoes find the reply's own message row instead
         JOBS.c.reply_text.is_not(None),
     ).order_by(JOBS.c.id)
-    for row in await conn.execute(query):
+    for row in conn.execute(query):
         if row.sent_message_id:
             found.by_id[(row.tenant_id, row.sent_message_id)] = row.id
         elif row.reply_text:
@@ -270,12 +295,12 @@ def _message_row(item: Inbound, session: SessionState, now: datetime, action: st
     }
 
 
-async def store_batch(conn: AsyncConnection, items: list[Inbound], now: datetime) -> list[IngestResult]:
+def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[IngestResult]:
     """Store and decide a batch of message webhooks inside the caller's transaction."""
     keys = {(i.tenant.id, i.event.chat_jid): i.event.chat_kind for i in items}
-    sessions = await lock_sessions(conn, keys, now)
-    stored = await stored_messages(conn, {(i.tenant.id, i.event.message_id) for i in items})
-    sends = await own_sends(conn, items, sessions, now)
+    sessions = lock_sessions(conn, keys, now)
+    stored = stored_messages(conn, {(i.tenant.id, i.event.message_id) for i in items})
+    sends = own_sends(conn, items, sessions, now)
     matched_echoes: dict[int, str] = {}
     results, messages, jobs = [], [], {}
     for item in items:
@@ -299,52 +324,40 @@ async def store_batch(conn: AsyncConnection, items: list[Inbound], now: datetime
         results.append(IngestResult(action, item.tenant.instance, event.chat_jid, event.message_id, reason,
                                     session.is_paused, session.resumes_at))
     if messages:
-        await conn.execute(
-            insert_for(conn, MESSAGES).on_conflict_do_nothing(index_elements=["tenant_id", "message_id"]), messages
-        )
-    await _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
-    await _write_jobs(conn, list(jobs.values()), matched_echoes, now)
+        conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
+    _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
+    _write_jobs(conn, list(jobs.values()), matched_echoes, now)
     return results
 
 
-async def _write_sessions(conn: AsyncConnection, dirty: list[SessionState], now: datetime) -> None:
+def _write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:
     if not dirty:
         return
-    columns = ("is_paused", "pause_reason", "paused_by", "paused_at", "resumes_at", "last_human_at",
-               "last_message_at", "push_name")
-    stmt = sa.update(SESSIONS).where(SESSIONS.c.id == sa.bindparam("b_id")).values(
-        updated_at=now, **{c: sa.bindparam(f"b_{c}") for c in columns}
-    )
-    await conn.execute(stmt, [{"b_id": s.id, **{f"b_{c}": getattr(s, c) for c in columns}} for s in dirty])
+    conn.execute(_statements(conn.dialect.name)["update_sessions"],
+                 [{"b_id": s.id, "b_updated_at": now, **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}}
+                  for s in dirty])
     changes = [{"tenant_id": s.tenant_id, "session_id": s.id, **c} for s in dirty for c in s.changes]
     if changes:
-        await conn.execute(sa.insert(EVENTS), changes)
+        conn.execute(sa.insert(EVENTS), changes)
     paused_now = [s.id for s in dirty if any(c["change"] == "paused" for c in s.changes)]
     if paused_now:
         # Replies still waiting for a chat that a human just took over are dropped at once.
-        await conn.execute(
+        conn.execute(
             sa.update(JOBS).where(JOBS.c.session_id.in_(paused_now), JOBS.c.status == QUEUED)
             .values(status=SKIPPED_PAUSED, updated_at=now, last_error="paused before the reply was generated")
         )
 
 
-async def _write_jobs(conn: AsyncConnection, jobs: list[dict[str, Any]], echoes: dict[int, str],
+def _write_jobs(conn: Connection, jobs: list[dict[str, Any]], echoes: dict[int, str],
                      now: datetime) -> None:
     if jobs:
-        stmt = insert_for(conn, JOBS)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["session_id"],
-            index_where=sa.text("status = 'queued'"),  # literal: PostgreSQL matches the partial index by text
-            set_={"due_at": stmt.excluded.due_at, "last_message_id": stmt.excluded.last_message_id,
-                  "updated_at": stmt.excluded.updated_at},
-        )
-        await conn.execute(stmt, jobs)
+        conn.execute(_statements(conn.dialect.name)["queue_jobs"], jobs)
     if echoes:
         params = [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()]
-        await conn.execute(
+        conn.execute(
             sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.sent_message_id.is_(None))
             .values(sent_message_id=sa.bindparam("b_mid")), params)
         # A send reported "unknown" after a crash is settled by its late echo.
-        await conn.execute(
+        conn.execute(
             sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == UNKNOWN)
             .values(status=SENT, sent_at=now, last_error=None), params)

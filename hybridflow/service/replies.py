@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow.errors import HybridFlowError, LLMError, SendError
@@ -31,7 +32,7 @@ from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.replies")
 T = TypeVar("T")
-WriteOp = Callable[[AsyncConnection], Awaitable[T]]
+WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the writer's batch transaction
 MAX_BACKOFF = 300.0
 
 
@@ -91,8 +92,8 @@ class Replies:
         if self.store.is_postgres:
             pick = pick.with_for_update(skip_locked=True)
 
-        async def take(conn: AsyncConnection) -> list[Job]:
-            rows = await conn.execute(
+        def take(conn: Connection) -> list[Job]:
+            rows = conn.execute(
                 sa.update(JOBS).where(JOBS.c.id.in_(pick.scalar_subquery()))
                 .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=self.worker_id,
                         lease_until=now + timedelta(seconds=self.lease), updated_at=now)
@@ -106,8 +107,7 @@ class Replies:
         """Run a write in the process's batching writer (with the webhooks of the moment), or on its own."""
         if self.submit is not None:
             return await self.submit(operation)
-        async with self.store.write() as conn:
-            return await operation(conn)
+        return await self.store.batch(operation)
 
     async def recover_stale(self) -> list[int]:
         """Take back jobs of workers that died: before sending they are queued again; mid-send they become
@@ -183,13 +183,13 @@ class Replies:
             query = query.with_for_update()
         mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == self.worker_id)
 
-        async def record(conn: AsyncConnection) -> str:
-            if (await conn.execute(query)).scalar():
-                await conn.execute(sa.update(JOBS).where(mine).values(
+        def record(conn: Connection) -> str:
+            if conn.execute(query).scalar():
+                conn.execute(sa.update(JOBS).where(mine).values(
                     status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
                     last_error="the owner took over while the reply was being generated"))
                 return SKIPPED_PAUSED
-            claimed = await conn.execute(
+            claimed = conn.execute(
                 sa.update(JOBS).where(mine)
                 .values(status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
                         lease_until=now + timedelta(seconds=self.send_lease)))
@@ -218,14 +218,14 @@ class Replies:
     async def _mark_sent(self, job: Job, text: str, message_id: str | None, bound: Any) -> str:
         now = self.clock()
 
-        async def settle(conn: AsyncConnection) -> str | None:
-            mid = (await conn.execute(
+        def settle(conn: Connection) -> str | None:
+            mid = (conn.execute(
                 sa.update(JOBS).where(JOBS.c.id == job.id).values(
                     status=SENT, sent_at=now, updated_at=now, last_error=None,
                     sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
                 .returning(JOBS.c.sent_message_id))).scalar()
             if mid:  # the reply joins the transcript (and a late echo of it is recognised as ours)
-                await conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
+                conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
                     index_elements=["tenant_id", "message_id"]).values(
                     tenant_id=job.tenant_id, session_id=job.session_id, message_id=mid, chat_id=job.chat_id,
                     event="reply", direction=BOT, from_me=True, kind="text", message_type="conversation", text=text,
@@ -259,8 +259,8 @@ class Replies:
         """Move a job on from ``status_from`` (a job that moved on meanwhile is left alone)."""
         statement = sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from).values(**values)
 
-        async def update(conn: AsyncConnection) -> None:
-            await conn.execute(statement)
+        def update(conn: Connection) -> None:
+            conn.execute(statement)
 
         await self._write(update)
 

@@ -189,7 +189,8 @@ class Sessions:
         chat_id = chat_key(chat)
         resumes_at = now + timedelta(seconds=duration) if duration else None
         async with self.store.write() as conn:
-            state = (await lock_sessions(conn, {(tenant.id, chat_id): _kind_of(chat_id)}, now))[(tenant.id, chat_id)]
+            key = (tenant.id, chat_id)
+            state = (await conn.run_sync(lock_sessions, {key: _kind_of(chat_id)}, now))[key]
             was_paused = state.is_paused
             await conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id == state.id).values(
                 is_paused=True, pause_reason=OPERATOR, paused_by=actor, resumes_at=resumes_at, updated_at=now,

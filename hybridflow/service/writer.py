@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from hybridflow.errors import HybridFlowError, Unavailable
 from hybridflow.store import Store
@@ -21,7 +21,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = structlog.get_logger("hybridflow.writer")
 
-Process = Callable[[AsyncConnection, list[T]], Awaitable[list[R]]]
+# Synchronous Core code: the store runs it for a whole batch in one transaction (and, on SQLite, in one hop).
+Process = Callable[[Connection, list[T]], list[R]]
 
 
 class StoreFailed(HybridFlowError):
@@ -77,8 +78,7 @@ class BatchWriter(Generic[T, R]):
     async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            async with self.store.write() as conn:
-                results = await self.process(conn, items)
+            results = await self.store.batch(lambda conn: self.process(conn, items))
         except Exception as exc:  # noqa: BLE001 - every failure is answered to its waiter
             if isinstance(exc, Unavailable) or len(batch) == 1:
                 for _, future in batch:
