@@ -178,9 +178,11 @@ def insert_for(conn: Connection, table: sa.Table) -> Any:
 def _statements(dialect: str) -> dict[str, Any]:
     """The batch's statements, built once per dialect (building an upsert costs more than running it)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    upsert_job = insert(JOBS)
+    upsert_job, upsert_session = insert(JOBS), insert(SESSIONS)
     return {
-        "new_sessions": insert(SESSIONS).on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]),
+        "lock_sessions": upsert_session.on_conflict_do_update(
+            index_elements=["tenant_id", "chat_id"], set_={"updated_at": upsert_session.excluded.updated_at},
+        ).returning(*SESSIONS.c),
         "new_messages": insert(MESSAGES).on_conflict_do_nothing(index_elements=["tenant_id", "message_id"]),
         "queue_jobs": upsert_job.on_conflict_do_update(
             index_elements=["session_id"],
@@ -219,19 +221,13 @@ def _session_state(row: Any) -> SessionState:
 
 
 def lock_sessions(conn: Connection, keys: dict[tuple[int, str], str], now: datetime) -> dict[tuple[int, str], SessionState]:
-    """Create the sessions that do not exist yet and lock all of them for this transaction, in id order."""
-    # Sorted: two processes creating the same new sessions take their index locks in one order (no deadlock).
+    """Create the sessions that do not exist yet and lock all of them for this transaction: one upsert that
+    returns the rows (on PostgreSQL, ON CONFLICT DO UPDATE locks each row as FOR UPDATE would)."""
+    # Sorted: two processes upserting the same sessions take their row locks in one order (no deadlock).
     rows = [{"tenant_id": t, "chat_id": c, "chat_kind": keys[(t, c)], "is_paused": False, "created_at": now,
              "updated_at": now} for (t, c) in sorted(keys)]
-    conn.execute(_statements(conn.dialect.name)["new_sessions"], rows)
-    query = (
-        sa.select(SESSIONS)
-        .where(pairs_in(SESSIONS.c.tenant_id, SESSIONS.c.chat_id, keys))
-        .order_by(SESSIONS.c.id)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {(row.tenant_id, row.chat_id): _session_state(row) for row in conn.execute(query)}
+    result = conn.execute(_statements(conn.dialect.name)["lock_sessions"], rows)
+    return {(row.tenant_id, row.chat_id): _session_state(row) for row in result}
 
 
 def stored_messages(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
