@@ -158,7 +158,7 @@ class Service:
             if result.action == REPLY_QUEUED:
                 session_id = (await conn.execute(sa.select(SESSIONS.c.id).where(
                     SESSIONS.c.tenant_id == item.tenant.id, SESSIONS.c.chat_id == item.event.chat_jid))).scalar_one()
-                history = await conversation(conn, session_id, self.settings.history_limit)
+                history = await conn.run_sync(conversation, session_id, self.settings.history_limit)
         if history is None:
             return result, None
         return result, await self.llm.chat(model=item.tenant.model, messages=build_messages(item.tenant.prompt, history))

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
@@ -49,6 +48,8 @@ class Job:
     attempts: int
     reply_text: str | None
     received_at: datetime
+    paused: bool = False  # the chat's state when the job was claimed
+    history: tuple[Turn, ...] = ()  # the conversation when the job was claimed, oldest first
 
 
 def backoff(attempts: int, base: float = 5.0) -> float:
@@ -56,9 +57,9 @@ def backoff(attempts: int, base: float = 5.0) -> float:
     return min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
 
 
-async def conversation(conn: AsyncConnection, session_id: int, limit: int) -> list[Turn]:
+def conversation(conn: Connection, session_id: int, limit: int) -> list[Turn]:
     """The last ``limit`` messages with text of a chat, oldest first; the customer speaks as the user."""
-    rows = (await conn.execute(
+    rows = (conn.execute(
         sa.select(MESSAGES.c.direction, MESSAGES.c.text)
         .where(MESSAGES.c.session_id == session_id, MESSAGES.c.text.is_not(None))
         .order_by(MESSAGES.c.received_at.desc(), MESSAGES.c.id.desc()).limit(limit)
@@ -98,8 +99,12 @@ class Replies:
                 .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=self.worker_id,
                         lease_until=now + timedelta(seconds=self.lease), updated_at=now)
                 .returning(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id, JOBS.c.trigger_message_id,
-                           JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text, JOBS.c.received_at))
-            return [Job(**row._mapping) for row in rows]
+                           JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text, JOBS.c.received_at)).all()
+            # What generation needs is read in the same transaction (and, on SQLite, the same hop).
+            paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
+                SESSIONS.c.id.in_({row.session_id for row in rows})))} if rows else {}
+            return [Job(**row._mapping, paused=paused.get(row.session_id, False),
+                        history=tuple(conversation(conn, row.session_id, self.history_limit))) for row in rows]
 
         return await self._write(take)
 
@@ -140,12 +145,9 @@ class Replies:
             return RUNNING
 
     async def _run(self, job: Job, bound: Any) -> str:
-        async with self.store.read() as conn:
-            tenant = await self.tenants.get_by_id(conn, job.tenant_id)
-            paused = (await conn.execute(sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id))).scalar()
-            history = await conversation(conn, job.session_id, self.history_limit)
+        tenant = await self.tenants.get_by_id(job.tenant_id)
         bound = bound.bind(tenant=tenant.instance)
-        if paused:
+        if job.paused:
             return await self._finish(job, SKIPPED_PAUSED, bound, error="the chat was paused before generation")
         if not tenant.api_key:
             reason = tenant.secret_error or "the tenant has no Evolution API key (hybridflow tenants update --api-key)"
@@ -160,7 +162,7 @@ class Replies:
             if tenant.send_presence:
                 self._side_task(self._presence(tenant, job, bound))
             try:
-                text = await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, history))
+                text = await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, job.history))
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
         if not await self._record_attempt(job, text):

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
@@ -91,6 +90,7 @@ class Tenants:
         self.settings = settings
         self.secrets = secrets
         self._cache: dict[str, tuple[float, TenantConfig]] = {}
+        self._by_id: dict[int, tuple[float, TenantConfig]] = {}
 
     def _decrypt(self, token: str | None) -> tuple[str | None, str | None]:
         if not token:
@@ -144,11 +144,23 @@ class Tenants:
         self._cache[instance] = (now + CACHE_SECONDS, config)
         return config
 
-    async def get_by_id(self, conn: AsyncConnection, tenant_id: int) -> TenantConfig:
-        row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.id == tenant_id))).first()
+    def _forget(self, instance: str) -> None:
+        self._cache.pop(instance, None)
+        self._by_id.clear()
+
+    async def get_by_id(self, tenant_id: int) -> TenantConfig:
+        """A tenant by its id (removed ones too: their replies in flight still finish), cached like ``get``."""
+        now = time.monotonic()
+        hit = self._by_id.get(tenant_id)
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self.store.read() as conn:
+            row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.id == tenant_id))).first()
         if row is None:
             raise UnknownInstance(f"tenant {tenant_id} no longer exists")
-        return self._config(row)
+        config = self._config(row)
+        self._by_id[tenant_id] = (now + CACHE_SECONDS, config)
+        return config
 
     async def list(self) -> list[TenantConfig]:
         async with self.store.read() as conn:
@@ -192,7 +204,7 @@ class Tenants:
                 if changes.prompt is None:
                     raise BadRequest("a new tenant needs a prompt (--prompt TEXT or --prompt-file PATH)")
                 await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now, **values))
-        self._cache.pop(instance, None)
+        self._forget(instance)
         return await self.get(instance, cached=False)
 
     async def update(self, instance: str, changes: TenantChanges, now: datetime) -> TenantConfig:
@@ -225,11 +237,11 @@ class Tenants:
                     ReplyJob.__table__.c.tenant_id == tenant.id, ReplyJob.__table__.c.status.in_(["queued", "retry"]))
                     .values(status="failed", last_error="the tenant was removed", updated_at=now))
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(removed_at=now))
-                self._cache.pop(instance, None)
+                self._forget(instance)
                 return {name: 0 for name in counts}
             for model in (ReplyJob, SessionEvent, Message, ChatSession):
                 table = model.__table__
                 await conn.execute(sa.delete(table).where(table.c.tenant_id == tenant.id))
             await conn.execute(sa.delete(TENANTS).where(TENANTS.c.id == tenant.id))
-        self._cache.pop(instance, None)
+        self._forget(instance)
         return counts
