@@ -339,7 +339,8 @@ def _write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) 
     if paused_now:
         # Replies still waiting for a chat that a human just took over are dropped at once.
         conn.execute(
-            sa.update(JOBS).where(JOBS.c.session_id.in_(paused_now), JOBS.c.status == QUEUED)
+            # The literal lets both databases use the partial index of queued jobs per session.
+            sa.update(JOBS).where(JOBS.c.session_id.in_(paused_now), sa.text("status = 'queued'"))
             .values(status=SKIPPED_PAUSED, updated_at=now, last_error="paused before the reply was generated")
         )
 
