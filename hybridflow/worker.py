@@ -35,6 +35,9 @@ class ReplyWorker:
         while not self._stopping:
             free = self.concurrency - len(self._running)
             jobs = await _guarded(lambda: self.service.replies.claim(free), "claim") if free > 0 else None
+            if jobs and self._stopping:  # stop() came while claiming: hand these back, start nothing
+                await self._release(jobs)
+                break
             for job in jobs or []:
                 task = asyncio.create_task(self.service.replies.run(job), name=f"reply-{job.id}")
                 self._running[task] = job
