@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,18 +94,25 @@ def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str, writer:
         conn.exec_driver_sql(begin)
 
 
-@contextlib.asynccontextmanager
-async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction on ``engine``; outages (server down, SQLite busy, bad credentials) become ``Unavailable``."""
+@contextlib.contextmanager
+def _outage_is_unavailable() -> Iterator[None]:
+    """Outages (server down, SQLite busy, bad credentials) become ``Unavailable``; other errors pass unchanged."""
     try:
-        async with engine.begin() as conn:
-            yield conn
+        yield
     except HybridFlowError:
         raise
     except Exception as exc:
         if is_transient_db_error(exc):
             raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
         raise
+
+
+@contextlib.asynccontextmanager
+async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction on ``engine``, with outages reported as ``Unavailable``."""
+    with _outage_is_unavailable():
+        async with engine.begin() as conn:
+            yield conn
 
 
 class Store:
@@ -164,17 +171,11 @@ class Store:
     async def batch(self, work: Callable[[Connection], T]) -> T:
         """Run synchronous Core code in one write transaction: on SQLite in the writer thread (one hop for the
         whole batch), on PostgreSQL through ``run_sync`` on an asyncpg connection."""
-        try:
-            if self._batch_thread is None:
-                async with self.write_engine.begin() as conn:
-                    return await conn.run_sync(work)
+        if self._batch_thread is None:
+            async with _transaction(self.write_engine) as conn:
+                return await conn.run_sync(work)
+        with _outage_is_unavailable():
             return await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._sync_transaction, work)
-        except HybridFlowError:
-            raise
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                raise Unavailable(f"database unavailable: {_reason(exc)}") from exc
-            raise
 
     def _sync_transaction(self, work: Callable[[Connection], T]) -> T:
         assert self.batch_engine is not None
