@@ -65,23 +65,11 @@ def text_body(
     """The JSON body of ``POST /message/sendText`` for Evolution v2 (flat) or v1 (``textMessage`` + ``options``)."""
     _check_version(api_version)
     quoted = {"key": {"id": quoted_id}} if quoted_id else None
-    if api_version == "v1":
-        options: dict[str, Any] = {"presence": "composing"}
-        if delay_ms is not None:
-            options["delay"] = delay_ms
-        if link_preview is not None:
-            options["linkPreview"] = link_preview
-        if quoted:
-            options["quoted"] = quoted
-        return {"number": number, "textMessage": {"text": text}, "options": options}
-    body: dict[str, Any] = {"number": number, "text": text}
-    if delay_ms is not None:
-        body["delay"] = delay_ms
-    if link_preview is not None:
-        body["linkPreview"] = link_preview
-    if quoted:
-        body["quoted"] = quoted
-    return body
+    given = {name: value for name, value in (("delay", delay_ms), ("linkPreview", link_preview), ("quoted", quoted))
+             if value is not None}
+    if api_version == "v1":  # the same options, nested under "options"
+        return {"number": number, "textMessage": {"text": text}, "options": {"presence": "composing", **given}}
+    return {"number": number, "text": text, **given}
 
 
 def evolution_error_detail(body: Any) -> str:
