@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import asyncpg
 import pytest
 import structlog
 
-from hybridflow.config import Settings
+from hybridflow.config import CONFIG_ENV, ENV_PREFIX, FIELDS, Settings
 from hybridflow.crypto import generate_key
 from hybridflow.service import Service, TenantChanges
 from tests.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama  # noqa: F401
@@ -64,7 +65,7 @@ def pg_cluster() -> Iterator[str | None]:
         cluster.destroy()
 
 
-async def _fresh_postgres_database(server_url: str) -> tuple[str, str]:
+async def fresh_postgres_database(server_url: str) -> tuple[str, str]:
     name = f"hf_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(server_url)
     try:
@@ -74,7 +75,7 @@ async def _fresh_postgres_database(server_url: str) -> tuple[str, str]:
     return server_url.rsplit("/", 1)[0] + f"/{name}", name
 
 
-async def _drop_postgres_database(server_url: str, name: str) -> None:
+async def drop_postgres_database(server_url: str, name: str) -> None:
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -91,11 +92,21 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
     server = request.getfixturevalue("pg_cluster")
     if server is None:
         pytest.skip("PostgreSQL binaries not found (install postgresql or set HYBRIDFLOW_TEST_POSTGRES_URL)")
-    url, name = await _fresh_postgres_database(server)
+    url, name = await fresh_postgres_database(server)
     try:
         yield url
     finally:
-        await _drop_postgres_database(server, name)
+        await drop_postgres_database(server, name)
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty working directory and no HYBRIDFLOW_* settings from the developer's shell."""
+    for key in FIELDS:
+        monkeypatch.delenv(ENV_PREFIX + key.upper(), raising=False)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,21 @@ def upsert(text: str | None = "Olá, vocês abrem domingo?", *, instance: str = 
 def owner(text: str = "Oi Maria, aqui é o João!", **kwargs: Any) -> dict[str, Any]:
     """The owner typing on the phone: ``messages.upsert`` with ``fromMe: true``."""
     return upsert(text, from_me=True, **kwargs)
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
+                     what: str = "condition") -> None:
+    """Wait until ``check`` holds (background work is running); fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
 
 
 def raw(body: Any) -> str:

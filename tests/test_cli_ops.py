@@ -23,7 +23,9 @@ import pytest
 from hybridflow.models import SCHEMA_VERSION
 from tests.fakes import FakeEvolution, FakeOllama, closed_port_url
 from tests.helpers import CUSTOMER, EXPECTED, FIXTURES, owner, upsert
-from tests.test_cli_tenants import as_json, failed, hf, isolated, ok, table_rows  # noqa: F401  (hf, isolated: fixtures)
+from tests.test_cli_tenants import as_json, failed, hf, ok, table_rows  # noqa: F401  (hf: a fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 T = TypeVar("T")
 INSTANCE = "test-instance"

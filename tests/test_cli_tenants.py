@@ -13,7 +13,7 @@ import typer.main
 from typer.testing import CliRunner, Result
 
 from hybridflow.cli import app
-from hybridflow.config import CONFIG_ENV, ENV_PREFIX, FIELDS
+from hybridflow.config import ENV_PREFIX
 from hybridflow.crypto import SecretBox, generate_key
 from tests.fakes import closed_port_url
 
@@ -21,13 +21,7 @@ PROMPT = "Você é a assistente da Padaria Boa. Responda em poucas palavras."
 COMMANDS = ("serve", "tenants", "sessions", "sweep", "replay", "keys")
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """An empty working directory and no HYBRIDFLOW_* settings from the developer's shell."""
-    for key in FIELDS:
-        monkeypatch.delenv(ENV_PREFIX + key.upper(), raising=False)
-    monkeypatch.delenv(CONFIG_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no HYBRIDFLOW_* from the shell, empty cwd
 
 
 @pytest.fixture

@@ -14,21 +14,14 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from hybridflow.cli import app
-from hybridflow.config import CONFIG_ENV, ENV_PREFIX, FIELDS, Settings, load_settings
+from hybridflow.config import CONFIG_ENV, FIELDS, Settings, load_settings
 from hybridflow.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "hybridflow.toml.example"
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty working directory and no HYBRIDFLOW_* settings from the developer's shell."""
-    for key in FIELDS:
-        monkeypatch.delenv(ENV_PREFIX + key.upper(), raising=False)
-    monkeypatch.delenv(CONFIG_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no HYBRIDFLOW_* from the shell, empty cwd
 
 
 def write(path: Path, text: str) -> Path:

@@ -12,7 +12,6 @@ from sqlmodel import SQLModel
 from typer.testing import CliRunner, Result
 
 from hybridflow.cli import app
-from hybridflow.config import CONFIG_ENV, ENV_PREFIX, FIELDS
 from hybridflow.crypto import DecryptionFailed, SecretBox, generate_key
 from hybridflow.errors import AuthenticationFailed, ConfigError, SecretKeyMissing
 from hybridflow.service import Credentials, Service, TenantChanges
@@ -25,13 +24,7 @@ SECRETS = (PLAIN_KEY, WEBHOOK_SECRET, JWT_KEY)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """An empty working directory and no HYBRIDFLOW_* settings from the developer's shell."""
-    for key in FIELDS:
-        monkeypatch.delenv(ENV_PREFIX + key.upper(), raising=False)
-    monkeypatch.delenv(CONFIG_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no HYBRIDFLOW_* from the shell, empty cwd
 
 
 def cli(database_url: str, *args: str, secret_key: str | None, **env: str) -> Result:

@@ -18,7 +18,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from hybridflow.evolution import evolution_number
 from hybridflow.models import Message, ReplyJob
 from hybridflow.service import Service, TenantChanges
 from hybridflow.store import Store
-from tests.conftest import IN_CI, _drop_postgres_database, _fresh_postgres_database
+from tests.conftest import IN_CI, drop_postgres_database, fresh_postgres_database
 from tests.fakes import FakeEvolution, FakeOllama, closed_port_url
-from tests.helpers import upsert
+from tests.helpers import eventually, upsert
 from tests.pg import Cluster, start_cluster
 from tests.serve_process import ServeProcess, cli, free_port, serve_env
 
@@ -58,20 +58,6 @@ def chat(i: int) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
-    """Wait until ``check`` holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.1)
-
 
 class Database:
     """Read what an operator would read, from outside the server process."""
@@ -630,8 +616,8 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         server_url = request.getfixturevalue("pg_cluster")
         if server_url is None:
             pytest.skip("PostgreSQL binaries not found")
-        database_url, name = asyncio.run(_fresh_postgres_database(server_url))
-        drop = lambda: asyncio.run(_drop_postgres_database(server_url, name))  # noqa: E731
+        database_url, name = asyncio.run(fresh_postgres_database(server_url))
+        drop = lambda: asyncio.run(drop_postgres_database(server_url, name))  # noqa: E731
     env = serve_env(database_url, evolution_url=closed_port_url(), ollama_host=closed_port_url())
     cli(env, "tenants", "add", INSTANCE, "--prompt", PROMPT, "--api-key", API_KEY)
     server = ServeProcess(env, directory / "serve.log")

@@ -17,17 +17,16 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.fakes import FakeEvolution, FakeOllama
+from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.helpers import CUSTOMER, upsert
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,20 +119,11 @@ async def postgres_url(pg_cluster: str | None) -> AsyncIterator[str]:
     """A new, empty PostgreSQL database, as `createdb --owner hybridflow hybridflow` gives."""
     if pg_cluster is None:
         pytest.skip("PostgreSQL binaries not found (install postgresql or set HYBRIDFLOW_TEST_POSTGRES_URL)")
-    name = f"hf_prod_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(pg_cluster)
+    url, name = await fresh_postgres_database(pg_cluster)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        yield url
     finally:
-        await conn.close()
-    try:
-        yield pg_cluster.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        conn = await asyncpg.connect(pg_cluster)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_postgres_database(pg_cluster, name)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -17,23 +16,9 @@ from hybridflow.web import create_app
 from hybridflow.worker import ReplyWorker
 from tests.conftest import EVOLUTION_API_KEY, FakeClock
 from tests.fakes import FakeEvolution, FakeOllama
-from tests.helpers import CUSTOMER, owner, raw, upsert
+from tests.helpers import CUSTOMER, eventually, owner, raw, upsert
 
 PROMPT = "You are the assistant of Padaria Boa. Answer briefly."
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``check`` holds (the worker runs in the background)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def settle(seconds: float = 0.6) -> None:
