@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -22,23 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.pg import Cluster, start_cluster  # noqa: E402
+from tests.support.pg import Cluster, start_cluster  # noqa: E402
+from tests.support.serve import ServeProcess  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class CommandFailed(RuntimeError):
     """A command the benchmark ran exited non-zero."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def run_command(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -80,62 +73,46 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    """An HTTP server in a child process on 127.0.0.1, ready once ``GET /health`` answers 200."""
+    """An HTTP server in a child process on 127.0.0.1, ready once ``GET /health`` answers 200.
+
+    The child is the tests' ``ServeProcess`` (tests/support/serve.py) with the benchmark's command line, in an
+    async context manager that stops it (SIGTERM, then SIGKILL after a grace period) however the block ends.
+    """
 
     def __init__(self, name: str, argv: Sequence[str], *, port: int, log: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
-        self.name, self.argv, self.port, self.log, self.env, self.cwd = name, list(argv), port, log, env, cwd
-        self.url = f"http://127.0.0.1:{port}"
-        self._process: asyncio.subprocess.Process | None = None
+        self.name = name
+        self._server = ServeProcess(dict(os.environ) if env is None else env, log, command=argv, port=port,
+                                    cwd=cwd or Path.cwd())
+        self.url = self._server.url
+        self.log = log
 
     @property
     def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
+        return self._server.pid
 
     async def __aenter__(self) -> Server:
-        with self.log.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                *self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        self._server.start()
         try:
-            await self._ready()
-        except BaseException:
+            await self._server.wait_healthy(timeout=60.0)
+        except BaseException as error:
             await self.stop()
+            if isinstance(error, (RuntimeError, TimeoutError)):
+                raise RuntimeError(f"{self.name}: {error}") from None
             raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def _ready(self, timeout: float = 60.0) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while time.monotonic() < deadline:
-                if self._process.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited with {self._process.returncode}:\n{self.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(self.url + "/health") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {self.url}/health within {timeout:g}s:\n{self.log_tail()}")
-
     async def stop(self, grace: float = 15.0) -> None:
         """SIGTERM (a graceful stop), then SIGKILL if it has not exited after ``grace`` seconds."""
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
+        if not self._server.alive:
             return
-        process.terminate()
         try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+            await asyncio.to_thread(self._server.stop, grace)
         except asyncio.CancelledError:
-            process.kill()
-            await process.wait()
+            self._server.kill()
             raise
 
     def memory(self) -> Memory:
@@ -145,9 +122,7 @@ class Server:
         return cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return self._server.log_tail(lines)
 
     def logged_problems(self) -> Counter[str]:
         """Each warning or error the server logged (JSON lines), with the first one's error text, and how often."""
@@ -214,7 +189,7 @@ def stop_postmasters(root: Path, timeout: float = 10.0) -> None:
 
 @contextlib.asynccontextmanager
 async def postgres_cluster(parent: Path) -> AsyncIterator[Cluster]:
-    """A throwaway PostgreSQL server (tests/pg.py) with production durability, destroyed afterwards."""
+    """A throwaway PostgreSQL server (tests/support/pg.py) with production durability, destroyed afterwards."""
     parent.mkdir(mode=0o755, exist_ok=True)
     parent.chmod(0o755)  # the postgres user must reach its directory inside
     starting = asyncio.ensure_future(asyncio.to_thread(_start_durable_cluster, parent))

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.fakes import FakeEvolution, FakeOllama  # noqa: E402
+from tests.support.fakes import FakeEvolution, FakeOllama  # noqa: E402
 
 from traffic import PROBE_TOKEN  # noqa: E402
 

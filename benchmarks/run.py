@@ -36,6 +36,10 @@ from peers import TimedEvolution, TimedOllama  # noqa: E402
 from report import BackendResult, LoadResult, MemoryResult, ReplyResult, render  # noqa: E402
 from traffic import TrafficConfig  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent))
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.serve import HYBRIDFLOW, clean_env  # noqa: E402
+
 API_KEY = "bench-evolution-api-key"
 PROMPT = "Você é o atendente da Padaria Boa. Responda em uma ou duas frases."
 WARMUP_PROBES = 10
@@ -105,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         probes=args.probes or (40 if args.quick else 200), marks=(first, last), model_delay=args.model_delay,
         load_model_delay=args.load_model_delay, resume_after=args.resume_after, loadgen=args.loadgen,
         profile=args.profile, json=args.json,
-        serve_command=tuple(shlex.split(args.serve_command or "")) or (*hybridflow_command(), "serve"))
+        serve_command=tuple(shlex.split(args.serve_command or "")) or (*HYBRIDFLOW, "serve"))
 
 
 async def measure(driver: Driver, server: Server, name: str, connections: int, seconds: float) -> LoadResult:
@@ -140,19 +144,13 @@ class Bench:
     env: dict[str, str]
 
 
-def hybridflow_command() -> list[str]:
-    """The ``hybridflow`` console script of the Python running the benchmark (its virtualenv)."""
-    script = Path(sys.executable).parent / "hybridflow"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hybridflow"]
-
-
 async def add_tenants(bench: Bench, database_url: str) -> None:
     """``hybridflow tenants add`` for every tenant: the first alone (it creates the schema), the rest 4 at a time."""
     slots = asyncio.Semaphore(4)
 
     async def add(instance: str) -> None:
         async with slots:
-            await run_command([*hybridflow_command(), "--database-url", database_url, "tenants", "add", instance,
+            await run_command([*HYBRIDFLOW, "--database-url", database_url, "tenants", "add", instance,
                                "--prompt", PROMPT, "--api-key", API_KEY, "--evolution-url", bench.evolution.url or "",
                                "--debounce", "0", "--resume-after", bench.options.resume_after],
                               env=bench.env, cwd=bench.work, timeout=120)
@@ -229,7 +227,7 @@ async def run_backend(bench: Bench, backend: str) -> BackendResult:
             database_url = cluster.url
         say(f"{backend}: adding {len(bench.traffic.tenants)} tenants with `hybridflow tenants add`")
         await add_tenants(bench, database_url)
-        port = harness.free_port()
+        port = free_port()
         env = {**bench.env, "HYBRIDFLOW_DATABASE_URL": database_url, "HYBRIDFLOW_PORT": str(port)}
         serve = await stack.enter_async_context(Server(
             f"hybridflow serve ({backend})", options.serve_command, port=port, env=env, cwd=bench.work,
@@ -318,12 +316,10 @@ async def benchmark(options: Options) -> tuple[list[str], list[BackendResult]]:
         traffic_file = traffic.save(work / "traffic.json")
         driver = choose_driver(options.loadgen, work, traffic, traffic_file)
         lines = await header(options, driver, traffic)
-        secret_key = (await run_command([*hybridflow_command(), "keys", "generate"], cwd=work, timeout=60)).strip()
-        env = {key: value for key, value in os.environ.items() if not key.startswith("HYBRIDFLOW_")}
-        env.update(HYBRIDFLOW_SECRET_KEY=secret_key, HYBRIDFLOW_LOG_LEVEL="warning", HYBRIDFLOW_LOG_FORMAT="json",
-                   HYBRIDFLOW_HOST="127.0.0.1", HYBRIDFLOW_OLLAMA_HOST=ollama.url or "",
-                   HYBRIDFLOW_EVOLUTION_URL=evolution.url or "")
-        port = harness.free_port()
+        secret_key = (await run_command([*HYBRIDFLOW, "keys", "generate"], cwd=work, timeout=60)).strip()
+        env = clean_env(secret_key=secret_key, log_level="warning", log_format="json", host="127.0.0.1",
+                        ollama_host=ollama.url or "", evolution_url=evolution.url or "")
+        port = free_port()
         bare = await stack.enter_async_context(Server(
             "bare aiohttp", [sys.executable, str(HERE / "bare.py"), "--port", str(port)], port=port,
             log=work / "bare.log"))

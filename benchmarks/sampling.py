@@ -18,6 +18,7 @@ _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _THREAD = re.compile(r"^thread \(\d+\): (?P<name>.*)$")
 _IDLE = ("EpollSelector.select", "select.epoll.poll")  # the loop waiting for something to do
 _ENTRY = "Handle._run (asyncio/events.py)"  # what the event loop runs: the frame after it names the activity
+CHECKOUT = str(Path(__file__).resolve().parent.parent)  # this checkout, wherever it is: paths relative to it
 
 
 def py_spy() -> str | None:
@@ -42,7 +43,7 @@ def _name(frame: str) -> str:
     if not match:
         return frame.strip()
     path = match["file"]
-    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/", f"{CHECKOUT}/"):
         path = path.split(marker, 1)[-1]
     return f"{match['function']} ({path})"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.helpers import upsert  # noqa: E402
+from tests.support.builders import upsert  # noqa: E402
 
 WEBHOOK_PATH = "/webhooks/evolution"
 PROBE_TOKEN = re.compile(r"PROBE-[0-9A-F]{6}-[0-9]{6}")

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
-import uuid
-from pathlib import Path
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-import asyncpg
 import pytest
 import structlog
+from typer.testing import Result
 
 from hybridflow.config import CONFIG_ENV, ENV_PREFIX, FIELDS, Settings
 from hybridflow.crypto import generate_key
 from hybridflow.service import Service, TenantChanges
-from tests.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama  # noqa: F401
-from tests.pg import Cluster, start_cluster
+from tests.support.cli import invoke
+from tests.support.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama  # noqa: F401
+from tests.support.pg import Cluster, start_cluster, temporary_database
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -45,7 +45,10 @@ def _default_logging() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[str | None]:
-    """A PostgreSQL server URL: $HYBRIDFLOW_TEST_POSTGRES_URL, else a throwaway cluster, else None (skip)."""
+    """A PostgreSQL server URL: $HYBRIDFLOW_TEST_POSTGRES_URL, else a throwaway cluster, else None.
+
+    None only outside CI: with CI=true, missing PostgreSQL binaries fail the tests that need a server.
+    """
     given = os.environ.get("HYBRIDFLOW_TEST_POSTGRES_URL")
     if given:
         yield given
@@ -65,38 +68,43 @@ def pg_cluster() -> Iterator[str | None]:
         cluster.destroy()
 
 
-async def fresh_postgres_database(server_url: str) -> tuple[str, str]:
-    name = f"hf_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server_url.rsplit("/", 1)[0] + f"/{name}", name
+@pytest.fixture(scope="session")
+def pg_server(pg_cluster: str | None) -> str:
+    """The PostgreSQL server's URL; the one place a test is skipped for want of one (never under CI=true)."""
+    if pg_cluster is None:
+        assert not IN_CI, "under CI=true pg_cluster fails instead of giving None"
+        pytest.skip("PostgreSQL binaries not found (install postgresql or set HYBRIDFLOW_TEST_POSTGRES_URL)")
+    return pg_cluster
 
 
-async def drop_postgres_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(server_url)
+@pytest.fixture
+def own_pg_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server of this test alone, which it may stop and start."""
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+        cluster = start_cluster()
+    except FileNotFoundError:
+        if IN_CI:
+            pytest.fail("CI=true but the PostgreSQL binaries (initdb, pg_ctl) are missing")
+        pytest.skip("PostgreSQL binaries not found")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+async def postgres_url(pg_server: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    async with temporary_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh, empty database on each backend: a SQLite file, then a new PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hybridflow.db'}"
         return
-    server = request.getfixturevalue("pg_cluster")
-    if server is None:
-        pytest.skip("PostgreSQL binaries not found (install postgresql or set HYBRIDFLOW_TEST_POSTGRES_URL)")
-    url, name = await fresh_postgres_database(server)
-    try:
+    async with temporary_database(request.getfixturevalue("pg_server")) as url:
         yield url
-    finally:
-        await drop_postgres_database(server, name)
 
 
 @pytest.fixture
@@ -140,3 +148,16 @@ async def tenant(service: Service):  # type: ignore[no-untyped-def]
 
 def with_settings(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes)
+
+
+@pytest.fixture
+def hf(database_url: str) -> Callable[..., Result]:
+    """Run `hybridflow ARGS...` in-process against the test database; keyword arguments become HYBRIDFLOW_*."""
+    secret_key = generate_key()
+
+    def run(*args: str, **settings: str) -> Result:
+        env = {"HYBRIDFLOW_DATABASE_URL": database_url, "HYBRIDFLOW_SECRET_KEY": secret_key}
+        env.update({ENV_PREFIX + name.upper(): value for name, value in settings.items()})
+        return invoke(*args, env=env)
+
+    return run

@@ -1,5 +1,7 @@
 """A throwaway PostgreSQL cluster for tests and benchmarks: initdb + pg_ctl on a free port in a temp directory.
 
+The binaries are looked up on PATH, then in Debian's /usr/lib/postgresql/<major>/bin (where the packages put them).
+
 As root (CI), initdb and postgres refuse to run, so they run as the ``postgres`` user on a directory it owns.
 """
 
@@ -7,11 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
+
+from tests.support.ports import free_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -24,12 +32,6 @@ def find_binary(name: str) -> str | None:
         if (directory / name).exists():
             return str(directory / name)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -78,6 +80,36 @@ def start_cluster() -> Cluster:
         run_as = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*run_as, initdb, "-D", str(directory / "data"), "-U", "postgres", "--auth=trust",
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
-    cluster = Cluster(directory, _free_port(), run_as, pg_ctl)
+    cluster = Cluster(directory, free_port(), run_as, pg_ctl)
     cluster.start()
     return cluster
+
+
+async def _execute(server_url: str, statement: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def fresh_database(server_url: str) -> tuple[str, str]:
+    """A new, empty database on the server of ``server_url``: its URL and its name."""
+    name = f"hf_{uuid.uuid4().hex[:12]}"
+    await _execute(server_url, f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + f"/{name}", name
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    """Drop the database ``name`` of that server, cutting its connections."""
+    await _execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def temporary_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh database's URL, dropped at the end."""
+    url, name = await fresh_database(server_url)
+    try:
+        yield url
+    finally:
+        await drop_database(server_url, name)

@@ -259,6 +259,8 @@ async def test_sqlite_second_writer_waits_for_the_first_instead_of_failing(sqlit
     async with server.write() as conn:
         await conn.execute(sa.insert(TENANTS).values(**tenant_row("server")))
         waiting = asyncio.create_task(insert(cli, TENANTS, tenant_row("cli")))
+        # The scenario: the lock is held for a while. A writer that failed at once ("database is locked")
+        # would be done within these 0.5 s; one that waits (busy timeout) finishes only after the commit below.
         await asyncio.sleep(0.5)
         assert not waiting.done(), "the second writer should wait for the lock (busy timeout), not fail"
     await asyncio.wait_for(waiting, timeout=10)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,15 +13,19 @@ from hybridflow.service import Service, TenantChanges
 from hybridflow.web import create_app
 from hybridflow.worker import ReplyWorker
 from tests.conftest import EVOLUTION_API_KEY, FakeClock
-from tests.fakes import FakeEvolution, FakeOllama
-from tests.helpers import CUSTOMER, eventually, owner, raw, upsert
+from tests.support.builders import CUSTOMER, eventually, owner, raw, upsert
+from tests.support.fakes import FakeEvolution, FakeOllama
 
 PROMPT = "You are the assistant of Padaria Boa. Answer briefly."
 
 
-async def settle(seconds: float = 0.6) -> None:
-    """Give the worker time to do something it must not do."""
-    await asyncio.sleep(seconds)
+async def idle(service: Service) -> None:
+    """The barrier before checking that something did NOT happen: no reply job is left for a worker to act on."""
+    await eventually(lambda: _no_open_jobs(service), what="no reply job left open")
+
+
+async def _no_open_jobs(service: Service) -> bool:
+    return not any((await service.queue_depth()).values())
 
 
 async def jobs(service: Service) -> list:
@@ -51,7 +53,7 @@ async def test_customer_gets_exactly_one_reply_from_the_tenant_model(
         app_client: TestClient, fake_evolution: FakeEvolution, fake_ollama: FakeOllama, service: Service) -> None:
     assert await webhook(app_client, upsert("Vocês abrem domingo?")) == "reply_queued"
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
-    await settle()
+    await idle(service)
     assert fake_evolution.sent_texts == [{"number": "5511987654321", "text": "Echo: Vocês abrem domingo?"}]
     messages = fake_ollama.requests[0]["messages"]
     assert messages[0] == {"role": "system", "content": PROMPT}
@@ -75,10 +77,12 @@ async def test_conversation_history_goes_to_the_model(
     assert fake_ollama.requests[1]["messages"][2]["content"] == "Echo: Oi"
 
 
-async def test_owner_message_means_no_reply(app_client: TestClient, fake_evolution: FakeEvolution) -> None:
+async def test_owner_message_means_no_reply(
+        app_client: TestClient, fake_evolution: FakeEvolution, service: Service) -> None:
     assert await webhook(app_client, owner("Oi Maria!")) == "paused"
     assert await webhook(app_client, upsert("Oi João")) == "ignored_paused"
-    await settle()
+    await idle(service)
+    assert await jobs(service) == []  # nothing was queued, so nothing can be sent later
     assert fake_evolution.sent_texts == []
 
 
@@ -89,7 +93,7 @@ async def test_owner_typing_while_the_model_thinks_discards_the_reply(
     await eventually(lambda: len(fake_ollama.requests) == 1)
     assert await webhook(app_client, owner("Deixa que eu respondo")) == "paused"
     await eventually(lambda: _statuses(service, ["skipped_paused"]), timeout=5)
-    await settle()
+    await idle(service)
     assert fake_evolution.sent_texts == []
 
 
@@ -112,7 +116,7 @@ async def test_evolution_failing_twice_then_succeeding_gives_one_reply(
         clock.advance(seconds=(job.due_at - clock.now).total_seconds() + 1)  # the backoff has passed
         service.reply_wakeup.set()
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
-    await settle()
+    await idle(service)
     assert len(fake_evolution.sent_texts) == 1
     assert sum(1 for r in fake_evolution.requests if r.path.startswith("/message/sendText")) == 3
 
@@ -128,7 +132,7 @@ async def test_send_that_timed_out_but_reached_whatsapp_is_not_sent_again(
     clock.advance(minutes=1)
     service.reply_wakeup.set()
     await eventually(lambda: _statuses(service, ["sent"]))
-    await settle()
+    await idle(service)
     assert len(fake_evolution.sent_texts) == 1
     assert not (await service.session("test-instance", CUSTOMER)).is_paused
 
@@ -165,12 +169,12 @@ async def test_ollama_down_retries_visibly_and_webhooks_still_ack(
 
 
 async def test_concurrent_duplicate_webhooks_give_one_reply(
-        app_client: TestClient, fake_evolution: FakeEvolution) -> None:
+        app_client: TestClient, fake_evolution: FakeEvolution, service: Service) -> None:
     body = upsert("Vocês entregam no centro?")
     actions = await asyncio.gather(*(webhook(app_client, body) for _ in range(10)))
     assert sorted(actions) == ["duplicate"] * 9 + ["reply_queued"]
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
-    await settle()
+    await idle(service)
     assert len(fake_evolution.sent_texts) == 1
 
 
@@ -181,12 +185,13 @@ async def test_debounced_messages_get_one_reply(
     service.tenants._cache.clear()
     for text in ("Oi", "Queria encomendar", "um bolo de cenoura"):
         assert await webhook(app_client, upsert(text)) == "reply_queued"
-    await settle()
+    # The barrier: one job, queued, due only after the debounce window: no worker can claim it before the clock moves.
+    assert [(j.status, j.due_at > clock.now) for j in await jobs(service)] == [("queued", True)]
     assert fake_evolution.sent_texts == []  # still inside the debounce window
     clock.advance(seconds=4)
     service.reply_wakeup.set()
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
-    await settle()
+    await idle(service)
     assert len(fake_evolution.sent_texts) == 1
     users = [m["content"] for m in fake_ollama.requests[0]["messages"] if m["role"] == "user"]
     assert users == ["Oi\nQueria encomendar\num bolo de cenoura"]
@@ -208,7 +213,7 @@ async def test_two_workers_on_one_database_send_each_reply_once(
         tasks = [asyncio.create_task(w.run()) for w in workers]
         try:
             await eventually(lambda: len(fake_evolution.sent_texts) >= 200, timeout=60)
-            await settle()
+            await idle(service)
         finally:
             for w in workers:
                 await w.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,23 +16,16 @@ import typer.main
 from hybridflow.cli import app
 from hybridflow.config import ENV_PREFIX, FIELDS, Settings, load_settings
 from hybridflow.service import ingest
+from tests.support.builders import REPO
+from tests.support.cli import command_tree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 EXAMPLE = ROOT / "hybridflow.toml.example"
 CLI = typer.main.get_command(app)
 
 
-def walk(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """Every command and subcommand below ``command``, with the words that invoke it."""
-    found = []
-    for name, sub in getattr(command, "commands", {}).items():
-        found.append(((*path, name), sub))
-        found.extend(walk(sub, (*path, name)))
-    return found
-
-
-COMMANDS = walk(CLI)
+COMMANDS = [(path, command) for path, command in command_tree() if path]  # the root is not a command
 GLOBAL_OPTIONS = {opt for param in CLI.params for opt in getattr(param, "opts", [])}
 
 

@@ -1,7 +1,9 @@
-"""`hybridflow serve` as a real child process, for fault tests and benchmarks: start, wait healthy, kill -9.
+"""`hybridflow serve` as a real child process, for process tests and benchmarks: start, wait healthy, stop, kill -9.
 
-Nothing here depends on pytest. The server listens on 127.0.0.1 only; its JSON log lines go to a file that
-the caller can read (``ServeProcess.log_events()``) or print when a test fails (``ServeProcess.log_tail()``)::
+This is the one way the tests start `serve`: ``python -m hybridflow serve`` with the Python running them, so no
+path of one machine is involved. Nothing here depends on pytest. The server listens on 127.0.0.1 only; its log
+lines go to a file that the caller can read (``ServeProcess.log_events()``) or print when a test fails
+(``ServeProcess.log_tail()``)::
 
     env = serve_env(database_url, evolution_url=evolution.url, ollama_host=ollama.url)
     cli(env, "tenants", "add", "test-instance", "--prompt", "Be brief.", "--api-key", "k")
@@ -18,26 +20,29 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from hybridflow.crypto import generate_key
+from tests.support.ports import free_port
 
 STARTUP_TIMEOUT = 30.0
+HYBRIDFLOW = (sys.executable, "-m", "hybridflow")
+"""The command line of `hybridflow` for the Python that runs the tests (its virtualenv, wherever it is)."""
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any HYBRIDFLOW_* variable, plus ``settings`` by lower-case name."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HYBRIDFLOW_")}
+    env.update({f"HYBRIDFLOW_{name.upper()}": value for name, value in settings.items()})
+    return env
 
 
 def serve_env(database_url: str, *, evolution_url: str, ollama_host: str, secret_key: str | None = None,
@@ -48,7 +53,6 @@ def serve_env(database_url: str, *, evolution_url: str, ollama_host: str, secret
 
     ``settings`` are more HYBRIDFLOW_* values by lower-case name, e.g. ``reply_lease="3s"``.
     """
-    env = {name: value for name, value in os.environ.items() if not name.startswith("HYBRIDFLOW_")}
     values = {
         "database_url": database_url,
         "host": "127.0.0.1",
@@ -61,9 +65,7 @@ def serve_env(database_url: str, *, evolution_url: str, ollama_host: str, secret
         "log_format": "json",
         **settings,
     }
-    env.update({f"HYBRIDFLOW_{name.upper()}": value for name, value in values.items()})
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return clean_env(**values) | {"PYTHONUNBUFFERED": "1"}
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60.0,
@@ -72,7 +74,7 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60.0,
 
     ``cwd`` defaults to the temporary directory, so that no ./hybridflow.toml is read by accident.
     """
-    result = subprocess.run([sys.executable, "-m", "hybridflow", *args], env=env, capture_output=True, text=True,
+    result = subprocess.run([*HYBRIDFLOW, *args], env=env, capture_output=True, text=True,
                             timeout=timeout, cwd=cwd or tempfile.gettempdir())
     if result.returncode != 0:
         raise RuntimeError(f"hybridflow {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -80,12 +82,22 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60.0,
 
 
 class ServeProcess:
-    """One `python -m hybridflow serve` child process with its own log file."""
+    """One `python -m hybridflow serve` child process with its own log file.
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    ``args`` are more arguments of `serve` (``--port 8123``); ``port`` is where it listens (default: the
+    ``HYBRIDFLOW_PORT`` of ``env``). ``stderr_path`` keeps stderr apart from the log of stdout. ``command``
+    replaces ``python -m hybridflow serve`` (a benchmark of another build, or another server).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, args: Sequence[str] = (), port: int | None = None,
+                 cwd: Path | None = None, stderr_path: Path | None = None,
+                 command: Sequence[str] | None = None) -> None:
         self.env = env
         self.log_path = log_path
-        self.port = int(env["HYBRIDFLOW_PORT"])
+        self.stderr_path = stderr_path
+        self.argv = [*(command or (*HYBRIDFLOW, "serve")), *args]
+        self.cwd = cwd or log_path.parent
+        self.port = port or int(env["HYBRIDFLOW_PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = f"{self.url}/webhooks/evolution"
         self.process: subprocess.Popen[bytes] | None = None
@@ -93,10 +105,10 @@ class ServeProcess:
     def start(self) -> None:
         """Start `serve` (again, after a kill: same port, same database); appends to the same log file."""
         assert self.process is None or self.process.poll() is not None, "already running"
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log, open(self.stderr_path or os.devnull, "ab") as errors:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hybridflow", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.log_path.parent, start_new_session=True)
+                self.argv, env=self.env, stdout=log, stderr=errors if self.stderr_path else subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
 
     @property
     def alive(self) -> bool:
@@ -107,8 +119,8 @@ class ServeProcess:
         assert self.process is not None
         return self.process.pid
 
-    async def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Poll GET /health until it answers 200; fails early if the process exits."""
+    async def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> Any:
+        """Poll GET /health until it answers 200 and return its JSON body; fails early if the process exits."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
@@ -116,17 +128,23 @@ class ServeProcess:
                     raise RuntimeError(f"serve exited with {self.process and self.process.returncode}:\n"
                                        f"{self.log_tail()}")
                 try:
-                    if (await client.get(f"{self.url}/health")).status_code == 200:
-                        return
+                    response = await client.get(f"{self.url}/health")
+                    if response.status_code == 200:
+                        return response.json()
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"serve not healthy after {timeout}s:\n{self.log_tail()}")
                 await asyncio.sleep(0.1)
 
-    def wait_healthy_sync(self, timeout: float = STARTUP_TIMEOUT) -> None:
+    def wait_healthy_sync(self, timeout: float = STARTUP_TIMEOUT) -> Any:
         """``wait_healthy`` for code without an event loop."""
-        asyncio.run(self.wait_healthy(timeout))
+        return asyncio.run(self.wait_healthy(timeout))
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; its exit code."""
+        assert self.process is not None
+        return self.process.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL (kill -9): no shutdown code runs, open transactions and HTTP calls just stop."""
@@ -136,7 +154,7 @@ class ServeProcess:
             self.process.wait(timeout=10)
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM (a graceful stop), SIGKILL after ``timeout``; returns the exit code."""
+        """SIGTERM (a graceful stop), SIGKILL after ``timeout``; returns the exit code (-9 when it was killed)."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -147,11 +165,13 @@ class ServeProcess:
                 self.kill()
         return self.process.returncode
 
+    def output(self) -> str:
+        """Everything it printed: the log, then stderr when that went to a file of its own."""
+        paths = [self.log_path] + ([self.stderr_path] if self.stderr_path else [])
+        return "".join(path.read_text(errors="replace") for path in paths if path.exists())
+
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(self.output().splitlines()[-lines:])
 
     def log_events(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far (lines that are not JSON, e.g. a traceback, are skipped)."""

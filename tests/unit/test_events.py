@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,18 +13,15 @@ from hypothesis import strategies as st
 
 from hybridflow import events as ev
 from hybridflow.events import Event, event_from_suffix, normalize_jid, parse_event
+from tests.support.builders import EXPECTED, FIXTURES, WEBHOOK_FIXTURES, fixture
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-EXPECTED = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
 NOT_WEBHOOKS = set(EXPECTED["_not_webhooks"])
-WEBHOOK_FIXTURES = sorted(
-    p.name for p in FIXTURES.glob("*.json") if p.name != "expected.json" and p.name not in NOT_WEBHOOKS
-)
+MESSAGE_FIXTURES = [name for name in WEBHOOK_FIXTURES if EXPECTED[name]["action"] != "ignored_event"]
 PHONE = "5511987654321@s.whatsapp.net"
 
 
-def load(name: str) -> object:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+def load(name: str) -> Any:
+    return fixture(name)[0]
 
 
 def upsert(message: object = None, *, key: object = None, event: str = "messages.upsert", **data: object) -> dict:
@@ -71,14 +67,14 @@ def test_fixture_parses_to_expected_fields(name: str) -> None:
     assert event.is_message == (expected["action"] != "ignored_event")
 
 
-@pytest.mark.parametrize("name", WEBHOOK_FIXTURES)
+@pytest.mark.parametrize("name", MESSAGE_FIXTURES)
 def test_fixture_timestamp_is_utc_and_never_date_time(name: str) -> None:
     body = load(name)
     event = parse_event(body)
-    if event.is_message:
-        assert event.timestamp is not None and event.timestamp.tzinfo is timezone.utc
-        # date_time is server local time with a literal Z (3 h behind on a default install), never used
-        assert event.timestamp != datetime.fromisoformat(body["date_time"].replace("Z", "+00:00"))
+    assert event.is_message
+    assert event.timestamp is not None and event.timestamp.tzinfo is timezone.utc
+    # date_time is server local time with a literal Z (3 h behind on a default install), never used
+    assert event.timestamp != datetime.fromisoformat(body["date_time"].replace("Z", "+00:00"))
 
 
 @pytest.mark.parametrize("name", sorted(NOT_WEBHOOKS))

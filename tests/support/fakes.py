@@ -17,13 +17,12 @@ import asyncio
 import json
 import re
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -78,18 +77,29 @@ class _FakeServer:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
 
-    async def start(self) -> str:
-        """Listen on 127.0.0.1:<free port>; returns the base URL."""
+    async def start(self, port: int = 0) -> str:
+        """Listen on 127.0.0.1:<port> (default: a free one); returns the base URL.
+
+        A given port is taken even while the last server on it is in TIME_WAIT: a peer that comes back at the
+        address it had.
+        """
         app = web.Application(client_max_size=16 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True if port else None)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         return self.url
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         """Stop listening; requests still hanging or sleeping return immediately."""
@@ -138,6 +148,8 @@ class FakeEvolution(_FakeServer):
     * ``not_on_whatsapp``: numbers (digits) answered with 400 ``[{"jid", "exists": false, "number"}]``.
     * ``delay``: latency added to every request; ``delay_scale`` × the body's ``delay`` (ms) is how long a send
       or presence call blocks, as Evolution does while it shows "typing" (0 by default to keep tests fast).
+    * ``hold()`` / ``release()``: requests that arrive while held wait (recorded already) until ``release()``, so a
+      test decides when in-flight sends finish instead of guessing a delay.
     * ``echo_webhook_url``: the ``send.message`` webhook is POSTed (with ``echo_headers``) and awaited before
       the sendText answer, reproducing the echo that arrives before the send call returns.
     """
@@ -157,6 +169,8 @@ class FakeEvolution(_FakeServer):
         self.not_on_whatsapp: set[str] = set()
         self.delay = 0.0
         self.delay_scale = 0.0
+        self._released = asyncio.Event()
+        self._released.set()
         self.echo_webhook_url: str | None = None
         self.echo_headers: dict[str, str] = {}
         self.echo_apikey: str | None = None  # the envelope's "apikey" (Evolution puts the instance token there)
@@ -192,6 +206,14 @@ class FakeEvolution(_FakeServer):
         for _ in range(times):
             self._faults.append(_Fault(status=None, seconds=seconds))
 
+    def hold(self) -> None:
+        """From now on, requests wait (after being recorded) until ``release()``."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let the held requests, and every later one, go on."""
+        self._released.set()
+
     def clear(self) -> None:
         """Forget recorded requests, sends and pending faults."""
         for records in (self.requests, self.sent_messages, self.presences, self.read_receipts, self._sent_texts):
@@ -200,8 +222,8 @@ class FakeEvolution(_FakeServer):
         self.echo_statuses.clear()
         self.echo_errors.clear()
 
-    async def start(self) -> str:
-        url = await super().start()
+    async def start(self, port: int = 0) -> str:
+        url = await super().start(port)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         return url
 
@@ -216,6 +238,14 @@ class FakeEvolution(_FakeServer):
         body = await _read_json(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         self.requests.append(RecordedRequest(request.method, request.path, headers, body))
+        if not self._released.is_set():
+            waiting = asyncio.ensure_future(self._released.wait())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiting, stopping):
+                task.cancel()
+            if self._stopping.is_set():
+                return web.Response(status=503)
         if self.delay and not await self._sleep(self.delay):
             return web.Response(status=503)
         for method, pattern, handler in self._routes:
@@ -559,14 +589,6 @@ def _model_entry(name: str) -> dict:
     }
 
 
-def closed_port_url() -> str:
-    """A base URL on 127.0.0.1 where nothing listens (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 # --------------------------------------------------------------------------------------------------------------
 # pytest fixtures (import them from conftest.py); the classes above work without pytest.
 
@@ -580,15 +602,11 @@ if pytest_asyncio is not None:
     @pytest_asyncio.fixture
     async def fake_evolution() -> AsyncIterator[FakeEvolution]:
         """A started FakeEvolution; its base URL is ``fake_evolution.url``."""
-        fake = FakeEvolution()
-        await fake.start()
-        yield fake
-        await fake.stop()
+        async with FakeEvolution() as fake:
+            yield fake
 
     @pytest_asyncio.fixture
     async def fake_ollama() -> AsyncIterator[FakeOllama]:
         """A started FakeOllama with model llama3.2; its base URL is ``fake_ollama.url``."""
-        fake = FakeOllama()
-        await fake.start()
-        yield fake
-        await fake.stop()
+        async with FakeOllama() as fake:
+            yield fake

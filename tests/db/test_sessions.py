@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from hybridflow.models import SessionEvent
 from hybridflow.service import Service, TenantChanges
 from tests.conftest import FakeClock
-from tests.helpers import CUSTOMER, owner, raw, upsert
+from tests.support.builders import CUSTOMER, owner, raw, upsert
 
 
 async def send(service: Service, body: dict) -> str:

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "fixtures"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
 WEBHOOK_FIXTURES = sorted(name for name in EXPECTED if not name.startswith("_"))
 CUSTOMER = "5511987654321@s.whatsapp.net"
@@ -69,6 +70,11 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         await asyncio.sleep(0.05)
+
+
+def dialect_of(database_url: str) -> str:
+    """The name /health and the logs give the database of ``database_url``."""
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
 
 
 def raw(body: Any) -> str:

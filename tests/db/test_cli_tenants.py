@@ -1,114 +1,26 @@
-"""The command line: help for every command, `tenants` on both backends, `keys generate`, `python -m hybridflow`."""
+"""The command line on both backends: `tenants`, `keys generate`, an unreachable database, the database URL."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
 from typer.testing import CliRunner, Result
 
 from hybridflow.cli import app
-from hybridflow.config import ENV_PREFIX
-from hybridflow.crypto import SecretBox, generate_key
-from tests.fakes import closed_port_url
+from hybridflow.crypto import SecretBox
+from tests.support.cli import as_json, failed, invoke, ok, table_rows
+from tests.support.ports import closed_port_url
 
 PROMPT = "Você é a assistente da Padaria Boa. Responda em poucas palavras."
-COMMANDS = ("serve", "tenants", "sessions", "sweep", "replay", "keys")
 
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no HYBRIDFLOW_* from the shell, empty cwd
 
 
-@pytest.fixture
-def hf(database_url: str):  # type: ignore[no-untyped-def]
-    """Run `hybridflow ARGS...` against the test database; keyword arguments become HYBRIDFLOW_* variables."""
-    secret_key = generate_key()
-
-    def invoke(*args: str, **settings: str) -> Result:
-        env = {"HYBRIDFLOW_DATABASE_URL": database_url, "HYBRIDFLOW_SECRET_KEY": secret_key, "COLUMNS": "200"}
-        env.update({ENV_PREFIX + name.upper(): value for name, value in settings.items()})
-        return CliRunner(env=env).invoke(app, list(args))
-
-    return invoke
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result
-
-
-def as_json(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
-
-
 def shown(hf, instance: str, **settings: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return as_json(hf("tenants", "show", instance, "--json", **settings))
-
-
-def table_rows(output: str) -> dict[str, dict[str, str]]:
-    """The cells of a rich table, by the first column and then by header."""
-    lines = output.splitlines()
-    headers = next([c.strip() for c in line.split("┃")[1:-1]] for line in lines if "┃" in line)
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
-    return {cells[0]: dict(zip(headers, cells, strict=True)) for cells in rows}
-
-
-def failed(result: Result, code: int | None = None) -> str:
-    """The error line of a failed command (checked: non-zero exit, no traceback)."""
-    assert result.exit_code != 0 if code is None else result.exit_code == code, (result.exit_code, result.stdout)
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stderr.strip(), "the reason must be printed on stderr"
-    return result.stderr
-
-
-# --- help ---------------------------------------------------------------------------------------------------------
-
-
-def walk(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """Every command and subcommand of the tree, with the words that invoke it."""
-    found = [(path, command)]
-    for name, sub in getattr(command, "commands", {}).items():
-        found.extend(walk(sub, (*path, name)))
-    return found
-
-
-ALL_COMMANDS = walk(typer.main.get_command(app))
-
-
-def test_help_lists_every_command():
-    result = ok(CliRunner(env={"COLUMNS": "200"}).invoke(app, ["--help"]))
-    for name in COMMANDS:
-        assert f" {name} " in result.stdout, name
-
-
-@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) or "hybridflow" for p, _ in ALL_COMMANDS])
-def test_every_command_has_help_text(path, command):
-    assert (command.help or "").strip(), f"`hybridflow {' '.join(path)}` has no help text"
-    result = ok(CliRunner(env={"COLUMNS": "200"}).invoke(app, [*path, "--help"]))
-    assert command.help.strip().split("\n")[0][:40] in " ".join(result.stdout.split())
-
-
-@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) or "hybridflow" for p, _ in ALL_COMMANDS])
-def test_every_option_and_argument_is_explained(path, command):
-    unexplained = [param.name for param in command.params
-                   if param.name != "help" and not (getattr(param, "help", None) or "").strip()]
-    assert not unexplained, f"`hybridflow {' '.join(path)}`: no help for {unexplained}"
-
-
-def test_python_dash_m_hybridflow_works(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "hybridflow", "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr
-    assert "tenants" in result.stdout and "serve" in result.stdout
-
-
-def test_version():
-    assert "hybridflow" in ok(CliRunner().invoke(app, ["--version"])).stdout
 
 
 # --- tenants add --------------------------------------------------------------------------------------------------
@@ -300,10 +212,29 @@ def test_postgres_server_down_fails_with_one_line():
     assert "database unavailable" in result.stderr
 
 
-def test_postgres_database_that_does_not_exist_fails_with_one_line(pg_cluster):
-    if pg_cluster is None:
-        pytest.skip("no PostgreSQL server")
-    missing = pg_cluster.rsplit("/", 1)[0] + "/hf_does_not_exist"
+def test_postgres_database_that_does_not_exist_fails_with_one_line(pg_server):
+    missing = pg_server.rsplit("/", 1)[0] + "/hf_does_not_exist"
     result = CliRunner().invoke(app, ["--database-url", missing, "tenants", "list"])
     assert_one_line_failure(result)
     assert "hf_does_not_exist" in result.stderr
+
+
+# --- where the database URL comes from -----------------------------------------------------------------------------
+
+
+def test_cli_database_url_follows_file_then_environment_then_flag(tmp_path):
+    """Where `tenants add` writes shows which layer won."""
+    databases = {name: tmp_path / f"{name}.db" for name in ("file", "env", "flag")}
+    config = tmp_path / "hf.toml"
+    config.write_text(f'database_url = "sqlite:///{databases["file"]}"\n', encoding="utf-8")
+    env = {"HYBRIDFLOW_DATABASE_URL": f"sqlite:///{databases['env']}"}
+
+    assert invoke("--config", str(config), "tenants", "add", "a", "--prompt", "p").exit_code == 0
+    assert invoke("--config", str(config), "tenants", "add", "b", "--prompt", "p", env=env).exit_code == 0
+    result = invoke("--config", str(config), "--database-url", f"sqlite:///{databases['flag']}",
+                    "tenants", "add", "c", "--prompt", "p", env=env)
+    assert result.exit_code == 0, result.stderr
+
+    for name, instance in (("file", "a"), ("env", "b"), ("flag", "c")):
+        listed = invoke("--database-url", f"sqlite:///{databases[name]}", "tenants", "list", "--json")
+        assert [t["instance"] for t in json.loads(listed.stdout)] == [instance]

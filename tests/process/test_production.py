@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
-import signal
-import socket
-import sys
+import shlex
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.fakes import FakeEvolution, FakeOllama
-from tests.conftest import drop_postgres_database, fresh_postgres_database
-from tests.helpers import CUSTOMER, upsert
+from tests.support.builders import CUSTOMER, REPO, eventually, upsert
+from tests.support.cli import json_documents
+from tests.support.fakes import FakeEvolution
+from tests.support.ports import free_port
+from tests.support.serve import HYBRIDFLOW, ServeProcess, clean_env
 
-ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = (REPO / "README.md").read_text(encoding="utf-8")
 INSTANCE = "padaria"
 INSTANCE_TOKEN = "instance-token-" + secrets.token_hex(8)
 WEBHOOK_SECRET = secrets.token_hex(24)
@@ -49,17 +45,6 @@ def documented_settings() -> list[str]:
     return [line.split("=", 1)[0] for line in block.group(1).splitlines() if "=" in line]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def base_environment() -> dict[str, str]:
-    """The machine's environment without any HYBRIDFLOW_* setting: only the settings file may configure it."""
-    return {name: value for name, value in os.environ.items() if not name.startswith("HYBRIDFLOW_")}
-
-
 def read_environment_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines, as systemd's EnvironmentFile= reads them."""
     values = {}
@@ -67,15 +52,6 @@ def read_environment_file(path: Path) -> dict[str, str]:
         if line.strip() and not line.lstrip().startswith("#"):
             key, value = line.split("=", 1)
             values[key.strip()] = value.strip()
-    return values
-
-
-def json_documents(text: str) -> list[Any]:
-    """The JSON values printed one after the other (`replay --json` prints one per body)."""
-    decoder, values, index = json.JSONDecoder(), [], 0
-    while (index := len(text) - len(text[index:].lstrip())) < len(text):
-        value, index = decoder.raw_decode(text, index)
-        values.append(value)
     return values
 
 
@@ -109,65 +85,21 @@ class Machine:
     async def hf(self, *args: str) -> Done:
         """`hf() { sudo -u hybridflow sh -c 'cd /var/lib/hybridflow && set -a && . /etc/hybridflow/env && exec
         .../hybridflow "$@"' hybridflow "$@"; }`, without sudo."""
-        script = f'cd "$1" && shift && set -a && . "$1" && shift && exec "{sys.executable}" -m hybridflow "$@"'
+        script = f'cd "$1" && shift && set -a && . "$1" && shift && exec {shlex.join(HYBRIDFLOW)} "$@"'
         return await run("sh", "-c", script, "hybridflow", str(self.state), str(self.env_file), *args,
-                         env=base_environment(), cwd=self.state)
+                         env=clean_env(), cwd=self.state)
 
 
 @pytest.fixture
-async def postgres_url(pg_cluster: str | None) -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database, as `createdb --owner hybridflow hybridflow` gives."""
-    if pg_cluster is None:
-        pytest.skip("PostgreSQL binaries not found (install postgresql or set HYBRIDFLOW_TEST_POSTGRES_URL)")
-    url, name = await fresh_postgres_database(pg_cluster)
-    try:
-        yield url
-    finally:
-        await drop_postgres_database(pg_cluster, name)
+def evolution(fake_evolution: FakeEvolution) -> FakeEvolution:
+    """The fake Evolution, checking the instance token and the instance as the real one does."""
+    fake_evolution.api_key = INSTANCE_TOKEN
+    fake_evolution.instances = {INSTANCE}
+    return fake_evolution
 
 
-@pytest.fixture
-async def evolution() -> AsyncIterator[FakeEvolution]:
-    fake = FakeEvolution(api_key=INSTANCE_TOKEN, instances={INSTANCE})
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def ollama() -> AsyncIterator[FakeOllama]:
-    fake = FakeOllama()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-async def wait_healthy(url: str, process: asyncio.subprocess.Process, log: Path, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        while True:
-            if process.returncode is not None:
-                raise AssertionError(f"serve exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                response = await client.get(f"{url}/health")
-                if response.status_code == 200:
-                    return response.json()
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"serve not healthy after {timeout}s:\n{log.read_text(errors='replace')}")
-            await asyncio.sleep(0.1)
-
-
-async def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def test_production_on_a_vps_as_the_readme_says(tmp_path, postgres_url, evolution, ollama):
+async def test_production_on_a_vps_as_the_readme_says(tmp_path, postgres_url, evolution, fake_ollama):
+    ollama = fake_ollama
     started = time.monotonic()
     state = tmp_path / "var" / "lib" / "hybridflow"
     state.mkdir(parents=True)
@@ -175,7 +107,7 @@ async def test_production_on_a_vps_as_the_readme_says(tmp_path, postgres_url, ev
     env_file.parent.mkdir(parents=True)
 
     # 2. Settings: the variables the README writes, with this machine's values, plus a free port and JSON logs.
-    key = await run(sys.executable, "-m", "hybridflow", "keys", "generate", env=base_environment(), cwd=state)
+    key = await run(*HYBRIDFLOW, "keys", "generate", env=clean_env(), cwd=state)
     assert key.code == 0, key.stderr
     admin_token = secrets.token_hex(32)
     values = {
@@ -197,13 +129,11 @@ async def test_production_on_a_vps_as_the_readme_says(tmp_path, postgres_url, ev
 
     # 3. The service, as deploy/hybridflow.service starts it: EnvironmentFile=, WorkingDirectory=, `serve`.
     log = tmp_path / "journal.log"
-    with open(log, "wb") as journal:
-        serve = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hybridflow", "serve", env=base_environment() | read_environment_file(env_file),
-            cwd=state, stdin=asyncio.subprocess.DEVNULL, stdout=journal, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+    serve = ServeProcess(clean_env() | read_environment_file(env_file), log, cwd=state)
+    serve.start()
     try:
-        assert await wait_healthy(base_url, serve, log) == {"status": "ok", "database": "postgresql"}
+        assert await serve.wait_healthy() == {"status": "ok", "database": "postgresql"}
+        assert serve.url == base_url
 
         # Running commands: `hf tenants add ...`, then `hf doctor`.
         added = await machine.hf("tenants", "add", INSTANCE, "--prompt", PROMPT, "--evolution-url", evolution.url,
@@ -225,7 +155,7 @@ async def test_production_on_a_vps_as_the_readme_says(tmp_path, postgres_url, ev
             assert accepted.status_code == 200, accepted.text
             assert accepted.json()["action"] == "reply_queued"
 
-            await wait_for(lambda: evolution.sent_texts, 20.0, "the reply to reach Evolution")
+            await eventually(lambda: evolution.sent_texts, timeout=20.0, what="the reply to reach Evolution")
             assert [(t["number"], t["text"]) for t in evolution.sent_texts] == [
                 ("5511987654321", "Echo: Bom dia! Vocês abrem domingo?")]
             sends = [r for r in evolution.requests if r.path == f"/message/sendText/{INSTANCE}"]
@@ -265,12 +195,9 @@ async def test_production_on_a_vps_as_the_readme_says(tmp_path, postgres_url, ev
         assert [r["action"] for r in json_documents(replayed.stdout)] == ["duplicate", "duplicate", "own_message"]
 
         # `systemctl stop`: SIGTERM, and serve exits 0 well within TimeoutStopSec.
-        serve.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(serve.wait(), 15.0) == 0, log.read_text(errors="replace")
+        assert await asyncio.to_thread(serve.stop, 15.0) == 0, serve.output()
     finally:
-        if serve.returncode is None:
-            serve.kill()
-            await serve.wait()
+        serve.kill()
 
     # journalctl -u hybridflow: one JSON object per line, the story of the run, no secret anywhere.
     lines = log.read_text(errors="replace").splitlines()

@@ -10,17 +10,15 @@ from structlog.testing import capture_logs
 
 from hybridflow.errors import LLMError
 from hybridflow.llm import LLMClient, Turn, build_messages, clean_answer
-from tests.fakes import FakeOllama, closed_port_url
+from tests.support.fakes import FakeOllama
+from tests.support.ports import closed_port_url
 
 PROMPT = "Você é a assistente da Padaria Central. Responda em português."
 
 
 @pytest.fixture
-async def fake():
-    server = FakeOllama()
-    await server.start()
-    yield server
-    await server.stop()
+def fake(fake_ollama: FakeOllama) -> FakeOllama:
+    return fake_ollama
 
 
 @pytest.fixture

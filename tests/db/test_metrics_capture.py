@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from hybridflow.service import Service
 from hybridflow.web import create_app
-from tests.helpers import owner, raw, upsert
+from tests.support.builders import owner, raw, upsert
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 

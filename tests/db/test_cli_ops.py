@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 import pytest
 
 from hybridflow.models import SCHEMA_VERSION
-from tests.fakes import FakeEvolution, FakeOllama, closed_port_url
-from tests.helpers import CUSTOMER, EXPECTED, FIXTURES, owner, upsert
-from tests.test_cli_tenants import as_json, failed, hf, ok, table_rows  # noqa: F401  (hf: a fixture)
+from tests.support.builders import CUSTOMER, EXPECTED, FIXTURES, owner, upsert
+from tests.support.fakes import FakeEvolution, FakeOllama
+from tests.support.ports import closed_port_url
+from tests.support.cli import as_json, json_documents, lines_of_table, ok, one_line_error, table_rows
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -112,36 +113,6 @@ def replay(hf, tmp_path: Path, *bodies: Any, name: str = "body.json", **settings
 
 def sessions(hf, *args: str, **settings: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return as_json(hf("sessions", "list", "--json", *args, **settings))
-
-
-def lines_of_table(output: str) -> list[dict[str, str]]:
-    """Every row of the rich table in ``output``, in order, as {header: cell}."""
-    lines = output.splitlines()
-    headers = next([c.strip() for c in line.split("┃")[1:-1]] for line in lines if "┃" in line)
-    return [dict(zip(headers, [c.strip() for c in line.split("│")[1:-1]], strict=True))
-            for line in lines if line.startswith("│")]
-
-
-def json_documents(text: str) -> list[Any]:
-    """Every JSON value printed one after the other in ``text``."""
-    decoder, values, index = json.JSONDecoder(), [], 0
-    while (index := _skip_space(text, index)) < len(text):
-        value, index = decoder.raw_decode(text, index)
-        values.append(value)
-    return values
-
-
-def _skip_space(text: str, index: int) -> int:
-    while index < len(text) and text[index].isspace():
-        index += 1
-    return index
-
-
-def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
-    """A failure with exactly one line on stderr and no traceback; returns that line."""
-    error = failed(result)
-    assert len(error.strip().splitlines()) == 1, error
-    return error.strip()
 
 
 def chat(number: int) -> str:
@@ -408,7 +379,7 @@ def test_sessions_list_filters_paused_and_instance(hf, tmp_path):
 def test_sessions_list_since_keeps_recently_active_chats(hf, tmp_path):
     add_tenant(hf)
     ok(replay(hf, tmp_path, upsert("Antiga", chat=OTHER), name="old.json"))
-    time.sleep(1.5)
+    time.sleep(1.5)  # the scenario: the first chat must be more than 1 s old (on the CLI's real clock)
     ok(replay(hf, tmp_path, upsert("Nova"), name="new.json"))
 
     assert [s["chat_id"] for s in sessions(hf, "--since", "1s")["sessions"]] == [CUSTOMER]
@@ -509,7 +480,7 @@ def test_pause_without_for_holds_until_resumed_by_hand(hf, tmp_path):
     row = lines_of_table(ok(hf("sessions", "list")).stdout)[0]
     assert (row["state"], row["reason"], row["resumes in"]) == ("paused", "operator", "manual")
 
-    time.sleep(1.2)
+    time.sleep(1.2)  # the scenario: --resume-after 1s has passed, yet an operator pause must still hold
     assert ok(hf("sweep")).stdout == ""
     assert ": ignored_paused " in ok(replay(hf, tmp_path, upsert("Alô?"), name="later.json")).stdout
 
@@ -541,7 +512,7 @@ def test_pause_for_a_short_time_is_resumed_by_the_sweep(hf, tmp_path):
     add_tenant(hf)
     ok(replay(hf, tmp_path, upsert("Olá")))
     ok(hf("sessions", "pause", INSTANCE, CUSTOMER, "--for", "1s"))
-    time.sleep(1.2)
+    time.sleep(1.2)  # the scenario: the 1 s pause runs out on the CLI's real clock, then the sweep is due
     assert ok(hf("sweep")).stdout == f"resumed {INSTANCE} {CUSTOMER}\n"
     assert sessions(hf, "--paused")["total"] == 0
 
@@ -651,7 +622,7 @@ def test_sweep_prints_what_it_resumed_once(hf, tmp_path):
     ok(replay(hf, tmp_path, upsert("Olá"), owner("Oi Maria!"), upsert("Olá", chat=OTHER), owner("Oi!", chat=OTHER),
               upsert("Sem pausa", chat=chat(3)), name="p.jsonl"))
     assert sessions(hf, "--paused")["total"] == 2
-    time.sleep(1.2)
+    time.sleep(1.2)  # the scenario: resume_after (1 s) runs out on the CLI's real clock, then the sweep is due
 
     result = ok(hf("sweep"))
     assert sorted(result.stdout.splitlines()) == sorted([f"resumed {INSTANCE} {CUSTOMER}",
@@ -666,7 +637,7 @@ def test_sweep_prints_what_it_resumed_once(hf, tmp_path):
 def test_sweep_json_lists_the_resumed_sessions(hf, tmp_path):
     add_tenant(hf, INSTANCE, "--resume-after", "1s")
     ok(replay(hf, tmp_path, upsert("Olá"), owner("Oi Maria!"), name="p.jsonl"))
-    time.sleep(1.2)
+    time.sleep(1.2)  # the scenario: resume_after (1 s) runs out on the CLI's real clock, then the sweep is due
     resumed = as_json(hf("sweep", "--json"))["resumed"]
     assert [(v["instance"], v["chat_id"], v["is_paused"], v["push_name"]) for v in resumed] == [
         (INSTANCE, CUSTOMER, False, "Maria")]

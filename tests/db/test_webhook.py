@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from hybridflow.service import Service, TenantChanges
 from hybridflow.web import create_app
 from tests.conftest import EVOLUTION_API_KEY
-from tests.helpers import fixture, raw, upsert
+from tests.support.builders import fixture, raw, upsert
 
 
 @pytest.fixture

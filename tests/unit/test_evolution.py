@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 
 from hybridflow.errors import SendError
 from hybridflow.evolution import EvolutionClient, evolution_error_detail, evolution_number, text_body
-from tests.fakes import LICENSE_REQUIRED_BODY, FakeEvolution, closed_port_url
+from tests.support.fakes import LICENSE_REQUIRED_BODY, FakeEvolution
+from tests.support.ports import closed_port_url
 
 API_KEY = "global-key-5f1c9a7e"
 TEXT = "Olá! Seu pedido 123 saiu para entrega."
@@ -21,11 +22,11 @@ CHAT = "5511988887777@s.whatsapp.net"
 
 
 @pytest.fixture
-async def evolution():
-    fake = FakeEvolution(api_key=API_KEY, instances={"main", "loja centro"})
-    await fake.start()
-    yield fake
-    await fake.stop()
+def evolution(fake_evolution: FakeEvolution) -> FakeEvolution:
+    """The fake Evolution, checking the API key and the instances as the real one does."""
+    fake_evolution.api_key = API_KEY
+    fake_evolution.instances = {"main", "loja centro"}
+    return fake_evolution
 
 
 @pytest.fixture
