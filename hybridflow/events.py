@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any, TypeGuard
 
 # message kinds
@@ -76,6 +77,15 @@ _NUMERIC_RE = re.compile(r"\s*[0-9]{1,20}(?:\.[0-9]*)?\s*")
 _MIN_TS, _MAX_TS = 1_000_000_000, 4_102_444_800  # 2001-09-09 .. 2100-01-01
 
 
+class Author(StrEnum):
+    """Who wrote a message."""
+
+    CUSTOMER = "customer"  # the other side of the chat
+    OWNER = "owner"  # the business, typing on its phone or a linked device (fromMe in messages.upsert)
+    API = "api"  # another client of the instance's API (send.message that HybridFlow did not send)
+    BOT = "bot"  # HybridFlow's own reply
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One webhook body, normalized.
@@ -107,6 +117,18 @@ class Event:
     is_message: bool
     supported: bool
     reason: str | None
+
+    @property
+    def sent_by_instance(self) -> bool:
+        """Written from the instance's own number: by the owner, another API client, or (an echo) by us."""
+        return self.from_me or self.event == "send.message"
+
+    @property
+    def author(self) -> Author:
+        """Who wrote it, unless it is the echo of our own reply (only the database can tell that)."""
+        if self.event == "send.message":
+            return Author.API
+        return Author.OWNER if self.from_me else Author.CUSTOMER
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,24 +378,25 @@ _TEXT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
 def _text_of(content_type: str, body: object) -> str | None:
     """The text a human would read in this content, or None."""
     if content_type == "conversation":
-        return _clean_text(body)
+        return _message_text(body)
     if not isinstance(body, dict):
         return None
     if content_type in ("locationMessage", "liveLocationMessage"):
-        parts = [_clean_text(body.get(name)) for name in ("name", "address", "caption")]
-        return _clean_text("\n".join(part for part in parts if part))
+        parts = [_message_text(body.get(name)) for name in ("name", "address", "caption")]
+        return _message_text("\n".join(part for part in parts if part))
     if content_type == "contactsArrayMessage":
         contacts = body.get("contacts")
-        names = [_clean_text(_get(c, "displayName")) for c in contacts] if isinstance(contacts, list) else []
-        return _clean_text(body.get("displayName")) or _clean_text(", ".join(n for n in names if n))
+        names = [_message_text(_get(c, "displayName")) for c in contacts] if isinstance(contacts, list) else []
+        return _message_text(body.get("displayName")) or _message_text(", ".join(n for n in names if n))
     for path in _TEXT_PATHS.get(content_type, ()):
-        text = _clean_text(_get(body, *path))
+        text = _message_text(_get(body, *path))
         if text is not None:
             return text
     return None
 
 
-def _clean_text(value: object) -> str | None:
+def _message_text(value: object) -> str | None:
+    """A message's text as the parser keeps it: a non-blank string, cut to MAX_TEXT_BYTES of UTF-8."""
     if not isinstance(value, str) or not value.strip():
         return None
     if len(value) <= MAX_TEXT_BYTES // 4:  # cannot exceed the cap even at 4 bytes per character

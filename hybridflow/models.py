@@ -1,18 +1,41 @@
-"""SQLModel tables. Every timestamp is a timezone-aware UTC datetime on SQLite and PostgreSQL alike."""
+"""SQLModel tables (the schema; its version and migrations are in ``hybridflow.migrations``). Every timestamp is a timezone-aware UTC datetime on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+# The version of the schema these tables describe. A change to them is a step in ``hybridflow.migrations``.
+SCHEMA_VERSION = 2
 
-# Reply job states. ``queued`` -> ``running`` (claimed, generating) -> ``sending`` (attempt recorded) -> ``sent``.
-QUEUED, RUNNING, SENDING, SENT = "queued", "running", "sending", "sent"
-FAILED, SKIPPED_PAUSED, UNKNOWN, RETRY = "failed", "skipped_paused", "unknown", "retry"
-OPEN_JOB_STATES = (QUEUED, RETRY, RUNNING, SENDING)
+
+class JobStatus(StrEnum):
+    """Where a job of the queue is: ``queued`` -> ``running`` (claimed) -> ``sending`` (attempt recorded) -> ``sent``,
+    or ``retry`` (due again later), or one of the final states. ``hybridflow.jobs`` holds every transition."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRY = "retry"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED_PAUSED = "skipped_paused"
+    UNKNOWN = "unknown"
+
+
+class JobKind(StrEnum):
+    """What a job sends. Each kind has its own uniqueness rules (``hybridflow.jobs.RULES``)."""
+
+    REPLY = "reply"  # the model's answer to a customer's turn
+
+
+OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStatus.SENDING)
+# The predicate of the partial unique index "one waiting reply per chat", written once: PostgreSQL and SQLite only
+# use (and ON CONFLICT only infers) a partial index when a statement repeats its predicate.
+QUEUED_REPLY = "status = 'queued' AND kind = 'reply'"
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -143,18 +166,19 @@ class SessionEvent(SQLModel, table=True):
 
 
 class ReplyJob(SQLModel, table=True):
-    """A reply to produce and send; the queue of the reply worker."""
+    """A message to produce and send (a reply, later also notices and notifications): the durable queue."""
 
     __tablename__ = "reply_jobs"
     __table_args__ = (
-        sa.UniqueConstraint("tenant_id", "trigger_message_id", name="uq_reply_jobs_trigger"),
-        # One waiting job per session: later customer messages join it (debounce) instead of adding replies.
+        # One job of a kind per triggering message: a retried or duplicated webhook never queues a second one.
+        sa.UniqueConstraint("tenant_id", "kind", "trigger_message_id", name="uq_reply_jobs_kind_trigger"),
+        # One waiting reply per session: later customer messages join it (debounce) instead of adding replies.
         sa.Index(
-            "uq_reply_jobs_one_queued_per_session",
+            "uq_reply_jobs_one_queued_reply",
             "session_id",
             unique=True,
-            sqlite_where=sa.text("status = 'queued'"),
-            postgresql_where=sa.text("status = 'queued'"),
+            sqlite_where=sa.text(QUEUED_REPLY),
+            postgresql_where=sa.text(QUEUED_REPLY),
         ),
         sa.Index("ix_reply_jobs_status_due", "status", "due_at"),
         sa.Index("ix_reply_jobs_sent_message", "tenant_id", "sent_message_id"),
@@ -165,9 +189,10 @@ class ReplyJob(SQLModel, table=True):
     tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
     session_id: int = Field(foreign_key="sessions.id", nullable=False)
     chat_id: str = Field(nullable=False)
+    kind: str = Field(default=JobKind.REPLY, max_length=20)
     trigger_message_id: str = Field(nullable=False)
     last_message_id: str | None = None
-    status: str = Field(default=QUEUED, max_length=20)
+    status: str = Field(default=JobStatus.QUEUED, max_length=20)
     due_at: datetime = _ts(nullable=False)
     attempts: int = 0
     lease_until: datetime | None = _ts()
@@ -180,3 +205,11 @@ class ReplyJob(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
     attempted_at: datetime | None = _ts()
     sent_at: datetime | None = _ts()
+
+
+# The tables as Core objects, for the statements of every module.
+TENANTS = Tenant.__table__
+SESSIONS = ChatSession.__table__
+MESSAGES = Message.__table__
+EVENTS = SessionEvent.__table__
+JOBS = ReplyJob.__table__

@@ -9,29 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import AdaptedConnection, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hybridflow.config import database_url_to_async
 from hybridflow.errors import HybridFlowError, Unavailable
-from hybridflow.models import SCHEMA_VERSION, SchemaInfo, SQLModel
+from hybridflow.migrations import MIGRATIONS, Migration, latest, migrate
+from hybridflow.models import SchemaInfo, SQLModel
 
 log = structlog.get_logger("hybridflow.store")
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Forward migrations: version N -> the statements that bring a version N-1 database to N.
-MIGRATIONS: dict[int, list[str]] = {}
 
 
 class SchemaTooNew(HybridFlowError):
@@ -72,6 +73,34 @@ def _sqlite_path(async_url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+def _enter_wal(cursor: Any, pause: Callable[[float], None]) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection is switching the same new file to WAL.
+
+    The switch reads the file header under a read lock, then upgrades to a write lock to rewrite it. When two
+    connections switch a new file at once, SQLite answers the second one SQLITE_BUSY at once, without calling the
+    busy handler (waiting for the write lock while holding the read lock could deadlock). Its retry finds the file
+    in WAL already and changes nothing.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + delay > deadline:
+                raise
+        pause(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _pause_for(dbapi_connection: Any) -> Callable[[float], None]:
+    """How a connect event waits: aiosqlite's events run on the event loop, which must not be blocked."""
+    if isinstance(dbapi_connection, AdaptedConnection):
+        return lambda seconds: dbapi_connection.run_async(lambda _driver: asyncio.sleep(seconds))
+    return time.sleep
+
+
 def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str, writer: bool,
                             cache_kib: int | None = None) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
@@ -82,7 +111,7 @@ def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str, writer:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cursor, _pause_for(dbapi_connection))
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         if cache_kib:
@@ -217,34 +246,14 @@ class Store:
             async with self.read_engine.connect() as conn:
                 await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
 
-    async def create_schema(self) -> int:
-        """Create missing tables and apply pending migrations; safe to run any number of times."""
+    async def create_schema(self, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+        """Create the tables of a new database, or apply the pending migration steps of an older one; safe to run
+        any number of times, from several processes at once. Returns the schema version."""
         async with self.write() as conn:
             if self.is_postgres:
                 # Two processes starting at once must not both create the tables.
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
-            await conn.run_sync(SQLModel.metadata.create_all)
-            table = SchemaInfo.__table__
-            current = (await conn.execute(sa.select(table.c.version).where(table.c.id == 1))).scalar()
-            now = datetime.now(UTC)
-            if current is None:
-                await conn.execute(sa.insert(table).values(id=1, version=SCHEMA_VERSION, updated_at=now))
-                log.info("schema.created", version=SCHEMA_VERSION, backend=self.dialect)
-                return SCHEMA_VERSION
-            if current > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"the database has schema version {current}, newer than this HybridFlow "
-                    f"(version {SCHEMA_VERSION}); upgrade HybridFlow"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(version, []):
-                    await conn.execute(sa.text(statement))
-                log.info("schema.migrated", from_version=version - 1, to_version=version)
-            if current < SCHEMA_VERSION:
-                await conn.execute(
-                    sa.update(table).where(table.c.id == 1).values(version=SCHEMA_VERSION, updated_at=now)
-                )
-            return SCHEMA_VERSION
+            return await conn.run_sync(_create_or_migrate, migrations)
 
     async def schema_version(self) -> int | None:
         """The version recorded in the database, or None when the schema was never created."""
@@ -254,3 +263,24 @@ class Store:
                 return (await conn.execute(sa.select(table.c.version).where(table.c.id == 1))).scalar()
             except sa_exc.DBAPIError:
                 return None
+
+
+def _create_or_migrate(conn: Connection, migrations: Sequence[Migration]) -> int:
+    """In the schema transaction: a new database gets today's tables, an older one its pending steps."""
+    table = SchemaInfo.__table__
+    target = latest(migrations)
+    now = datetime.now(UTC)
+    current = conn.execute(sa.select(table.c.version).where(table.c.id == 1)).scalar() \
+        if sa.inspect(conn).has_table(table.name) else None
+    if current is None:
+        SQLModel.metadata.create_all(conn)
+        conn.execute(sa.insert(table).values(id=1, version=target, updated_at=now))
+        log.info("schema.created", version=target, backend=conn.dialect.name)
+        return target
+    if current > target:
+        raise SchemaTooNew(f"the database has schema version {current}, newer than this HybridFlow "
+                           f"(version {target}); upgrade HybridFlow")
+    if current < target:
+        migrate(conn, current, migrations)
+        conn.execute(sa.update(table).where(table.c.id == 1).values(version=target, updated_at=now))
+    return target

@@ -1,4 +1,5 @@
 """Background work inside ``serve``: the reply worker, the periodic sweep, stale-job recovery, WAL checkpoints.
+It calls the service and the job queue's functions; it writes no SQL itself.
 
 No loop here ever dies of an error: a database outage is logged and retried after a short pause.
 """
@@ -10,12 +11,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
-import sqlalchemy as sa
 
-from hybridflow.models import QUEUED, RUNNING
+from hybridflow.jobs import Job
 from hybridflow.service import Service
-from hybridflow.service.ingest import JOBS
-from hybridflow.service.replies import Job
 
 log = structlog.get_logger("hybridflow.worker")
 
@@ -71,17 +69,10 @@ class ReplyWorker:
         await self._release(jobs)
 
     async def _release(self, jobs: list[Job]) -> None:
-        """Jobs still generating go back to the queue; jobs already sending keep their record (see replies)."""
-        if not jobs:
-            return
-        now = self.service.clock()
-        with contextlib.suppress(Exception):
-            async with self.service.store.write() as conn:
-                await conn.execute(
-                    sa.update(JOBS).where(JOBS.c.id.in_([j.id for j in jobs]), JOBS.c.status == RUNNING)
-                    .values(status=QUEUED, due_at=now, lease_until=None, claimed_by=None, updated_at=now,
-                            attempts=JOBS.c.attempts - 1))
-            log.info("reply.released", jobs=[j.id for j in jobs])
+        """Jobs still generating go back to the queue; jobs already sending keep their record (see jobs)."""
+        if jobs:
+            with contextlib.suppress(Exception):
+                await self.service.replies.release(jobs)
 
 
 async def _guarded(call: Callable[[], Awaitable], what: str):  # type: ignore[no-untyped-def]

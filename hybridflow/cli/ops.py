@@ -17,13 +17,17 @@ from aiohttp import web
 from rich.progress import Progress
 from rich.table import Table
 
-from hybridflow.cli import app, fail, out, print_json, run, settings_of
+from hybridflow.cli.app import app, fail, out, print_json, run, run_async, settings_of
 from hybridflow.config import Settings
 from hybridflow.crypto import generate_key
 from hybridflow.errors import HybridFlowError
 from hybridflow.logs import configure_logging
 from hybridflow.service import Service
 from hybridflow.web import create_app
+
+class CannotListen(HybridFlowError):
+    """The address or port of ``serve`` is taken or not ours to use."""
+
 
 keys_app = typer.Typer(help="Manage the encryption key for secrets at rest.", no_args_is_help=True)
 log = structlog.get_logger("hybridflow.serve")
@@ -40,7 +44,11 @@ async def _serve(settings: Settings) -> None:
         runner = web.AppRunner(create_app(service), handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
         log.info("serve.started", host=settings.host, port=settings.port, database=service.store.dialect,
                  worker=service.worker_id)
         stop = asyncio.Event()
@@ -65,12 +73,7 @@ def serve(
     configure_logging(settings.log_format, settings.log_level, stream=sys.stdout)
     # The event loop shares the GIL with the database writer thread: hand it over sooner than every 5 ms.
     sys.setswitchinterval(0.001)
-    try:
-        asyncio.run(_serve(settings))
-    except HybridFlowError as exc:
-        raise fail(exc.message, exc.exit_code) from None
-    except OSError as exc:
-        raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    run_async(lambda: _serve(settings))
 
 
 @app.command("sweep")
@@ -176,17 +179,7 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     """Check config, database and schema, Ollama and each tenant's Evolution instance; exit 1 if anything fails."""
     from hybridflow.service.doctor import diagnose
 
-    settings = settings_of(ctx)
-    configure_logging("console", "error", stream=sys.stderr)
-
-    async def go() -> list:
-        async with Service.open(settings, create_schema=False) as service:
-            return await diagnose(service)
-
-    try:
-        checks = asyncio.run(go())
-    except HybridFlowError as exc:
-        raise fail(exc.message, exc.exit_code) from None
+    checks = run(ctx, diagnose, create_schema=False, log_level="error")
     if as_json:
         print_json({"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]})
     else:

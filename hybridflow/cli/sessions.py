@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.table import Table
 
-from hybridflow.cli import ago, fail, out, print_json, run
+from hybridflow.cli.app import ago, fail, out, print_json, run
 from hybridflow.config import parse_duration
 from hybridflow.service.sessions import SessionDetail, SessionView
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hybridflow.cli import fail, human_seconds, out, print_json, run, settings_of
+from hybridflow.cli.app import fail, human_seconds, out, print_json, run, settings_of
 from hybridflow.config import parse_duration
 from hybridflow.service import Service, TenantChanges
 from hybridflow.service.tenants import TenantConfig

@@ -8,76 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import jwt
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
+from hybridflow import jobs
 from hybridflow.config import Settings
-from hybridflow.crypto import SecretBox, same_secret
-from hybridflow.errors import AuthenticationFailed, BadRequest, Unavailable
+from hybridflow.crypto import SecretBox
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient, build_messages
-from hybridflow.logs import redact
 from hybridflow.metrics import Metrics
-from hybridflow.models import OPEN_JOB_STATES
-from hybridflow.service.ingest import (
-    IGNORED_EVENT, JOBS, REPLY_QUEUED, SESSIONS, Inbound, IngestResult, clean_text, store_batch,
-)
-from hybridflow.service.replies import Replies, WriteOp, conversation
+from hybridflow.models import SESSIONS
+from hybridflow.service.auth import TRUSTED, Credentials, authenticate
+from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
+from hybridflow.service.replies import Replies, turns
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
+from hybridflow.statements import recent_texts
 from hybridflow.store import Store
+from hybridflow.validation import Webhook, validate
 
 log = structlog.get_logger("hybridflow.service")
 Clock = Callable[[], datetime]
 
 
-MAX_ID_LENGTH = 200
-
-
-def _plausible(value: str | None) -> bool:
-    """An id or name we can store and look up on both databases: bounded, printable, valid Unicode."""
-    return bool(value) and len(value) <= MAX_ID_LENGTH and clean_text(value) == value and value.isprintable()
-
-
-def _without_apikey(body: dict[str, Any], raw: str) -> str:
-    """The raw body to store, without the instance token Evolution puts in every body's ``apikey``."""
-    apikey = body.get("apikey")
-    if not apikey:
-        return raw
-    if isinstance(apikey, str) and len(apikey) >= 16 and set(apikey) <= _TOKEN_CHARS:
-        return raw.replace(apikey, "[redacted]")  # a long plain token appears verbatim in the JSON text: fast path
-    return json.dumps(redact(body), ensure_ascii=False)
-
-
-_TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+=~")
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a webhook request presented: a bearer token and/or an X-Hybridflow-Token header."""
-
-    bearer: str | None = None
-    token: str | None = None
-    trusted: bool = False  # replay from the operator's own terminal
-
-
-TRUSTED = Credentials(trusted=True)
 
 
 class Service:
@@ -95,12 +59,13 @@ class Service:
         self.sessions = Sessions(store)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = Metrics()
+        self.writer: BatchWriter[Inbound | jobs.WriteOp[Any], Any] = BatchWriter(
+            store, functools.partial(process_batch, clock=clock))
         self.replies = Replies(
             store, self.tenants, evolution, llm, clock=clock, worker_id=self.worker_id, metrics=self.metrics,
             history_limit=settings.history_limit, lease=settings.reply_lease,
             send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts,
-            submit=self._submit_write)
-        self.writer: BatchWriter[Inbound | WriteOp[Any], Any] = BatchWriter(store, self._store_batch)
+            submit=self.writer.submit)
         self.reply_wakeup = asyncio.Event()
 
     @classmethod
@@ -128,97 +93,49 @@ class Service:
 
     # -- webhooks ---------------------------------------------------------------------------------------------
 
-    def _store_batch(self, conn: Connection, items: list[Inbound | WriteOp[Any]]) -> list[Any]:
-        """One transaction for what arrived together: the webhooks (set-based), then the reply workers' writes
-        (after the webhooks, so a pause that arrived in the same batch is seen by the last-moment check)."""
-        inbound = [item for item in items if isinstance(item, Inbound)]
-        decided = iter(store_batch(conn, inbound, self.clock()) if inbound else [])
-        return [next(decided) if isinstance(item, Inbound) else item(conn) for item in items]
-
-    async def _submit_write(self, operation: WriteOp[Any]) -> Any:
-        return await self.writer.submit(operation)
-
     async def ingest(self, body: object, raw: str, credentials: Credentials = TRUSTED) -> IngestResult:
-        """Handle one webhook body: store it, decide, answer the action. The one path for webhooks and replay."""
-        item = await self._inbound(body, raw, credentials)
-        if isinstance(item, IngestResult):
-            return item
+        """Handle one webhook body: store it, decide, answer the action. The one path for webhooks and replay:
+        parse and validate (400), the tenant (404), authenticate (401), then the batching writer."""
+        webhook = validate(body, raw)
+        tenant = await self.tenants.get(webhook.event.instance or "")
+        authenticate(tenant, webhook.event, credentials)
+        if webhook.is_ignored:
+            return self._ignored(tenant, webhook)
+        item = Inbound(tenant, webhook.event, webhook.stored_raw())
         result = await self.writer.submit(item)
-        self._after(item, result)
+        self._log(tenant, item.event, result)
+        if result.action == REPLY_QUEUED:
+            self.reply_wakeup.set()
         return result
 
     async def rehearse(self, body: object, raw: str) -> tuple[IngestResult, str | None]:
         """What ``ingest`` would do, and the reply the model would write, with nothing kept (``--dry-run``)."""
-        item = await self._inbound(body, raw, TRUSTED)
-        if isinstance(item, IngestResult):
-            return item, None
+        webhook = validate(body, raw)
+        tenant = await self.tenants.get(webhook.event.instance or "")
+        if webhook.is_ignored:
+            return self._ignored(tenant, webhook), None
+        item = Inbound(tenant, webhook.event, webhook.stored_raw())
         async with self.store.rehearsal() as conn:
             result = (await conn.run_sync(store_batch, [item], self.clock()))[0]
             history = None
             if result.action == REPLY_QUEUED:
                 session_id = (await conn.execute(sa.select(SESSIONS.c.id).where(
-                    SESSIONS.c.tenant_id == item.tenant.id, SESSIONS.c.chat_id == item.event.chat_jid))).scalar_one()
-                history = await conn.run_sync(conversation, session_id, self.settings.history_limit)
+                    SESSIONS.c.tenant_id == tenant.id, SESSIONS.c.chat_id == item.event.chat_jid))).scalar_one()
+                history = await conn.run_sync(recent_texts, session_id, self.settings.history_limit)
         if history is None:
             return result, None
-        return result, await self.llm.chat(model=item.tenant.model, messages=build_messages(item.tenant.prompt, history))
+        return result, await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
 
-    async def _inbound(self, body: object, raw: str, credentials: Credentials) -> Inbound | IngestResult:
-        event = ev.parse_event(body)
-        if not isinstance(body, dict):
-            raise BadRequest("the body is not a JSON object")
-        if not event.event:
-            raise BadRequest("the body has no 'event' field")
-        if not event.instance:
-            raise BadRequest("the body has no 'instance' field")
-        if not _plausible(event.instance):
-            raise BadRequest("the 'instance' field is not a plausible instance name")
-        tenant = await self.tenants.get(event.instance)
-        self.authenticate(tenant, event, credentials)
-        if not event.is_message or not event.chat_jid:
-            result = IngestResult(IGNORED_EVENT, tenant.instance, event.chat_jid, event.message_id,
-                                  event.reason if not event.supported else None)
-            self._log(tenant, event, result)
-            return result
-        if not (_plausible(event.chat_jid) and _plausible(event.message_id)):
-            result = IngestResult(IGNORED_EVENT, tenant.instance, None, None, "implausible chat or message id")
-            self._log(tenant, event, result)
-            return result
-        return Inbound(tenant, event, _without_apikey(body, raw))
-
-    def _after(self, item: Inbound, result: IngestResult) -> None:
-        self._log(item.tenant, item.event, result)
-        if result.action == REPLY_QUEUED:
-            self.reply_wakeup.set()
+    def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
+        event = webhook.event
+        result = IngestResult(IGNORED_EVENT, tenant.instance, *webhook.ids, webhook.ignored_because)
+        self._log(tenant, event, result)
+        return result
 
     def _log(self, tenant: TenantConfig, event: ev.Event, result: IngestResult) -> None:
         self.metrics.webhook(result.action)
         log.info("webhook.received", tenant=tenant.instance, webhook_event=event.event, chat=event.chat_jid,
                  message_id=event.message_id, action=result.action, reason=result.reason)
-
-    def authenticate(self, tenant: TenantConfig, event: ev.Event, credentials: Credentials) -> None:
-        """Check a webhook's credentials against the tenant's secret, JWT key and Evolution key."""
-        if credentials.trusted:
-            return
-        if tenant.secret_error and (tenant.has_jwt_key or tenant.has_webhook_secret):
-            raise Unavailable(f"cannot check webhooks of {tenant.instance!r}: {tenant.secret_error}")
-        if tenant.jwt_key:
-            try:
-                jwt.decode(credentials.bearer or "", tenant.jwt_key, algorithms=["HS256"],
-                           options={"require": ["exp"]})
-            except jwt.PyJWTError as exc:
-                self._reject(tenant, f"invalid webhook JWT: {exc}")
-        elif tenant.webhook_secret:
-            if not (same_secret(credentials.bearer, tenant.webhook_secret)
-                    or same_secret(credentials.token, tenant.webhook_secret)):
-                self._reject(tenant, "missing or wrong webhook secret")
-        if tenant.api_key and event.apikey and not same_secret(event.apikey, tenant.api_key):
-            self._reject(tenant, "the body's apikey does not match the tenant's Evolution API key")
-
-    @staticmethod
-    def _reject(tenant: TenantConfig, reason: str) -> None:
-        log.warning("webhook.unauthorized", tenant=tenant.instance, reason=reason)
-        raise AuthenticationFailed(reason)
 
     # -- tenants ----------------------------------------------------------------------------------------------
 
@@ -274,11 +191,9 @@ class Service:
         return resumed
 
     async def queue_depth(self) -> dict[str, int]:
-        """Reply jobs not finished yet, by status."""
+        """Jobs not finished yet, by status."""
         async with self.store.read() as conn:
-            rows = await conn.execute(sa.select(JOBS.c.status, sa.func.count()).where(
-                JOBS.c.status.in_(OPEN_JOB_STATES)).group_by(JOBS.c.status))
-            return {status: 0 for status in OPEN_JOB_STATES} | {r[0]: r[1] for r in rows}
+            return await conn.run_sync(jobs.depth)
 
     async def health(self) -> dict[str, Any]:
         """Prove the database answers; raises ``Unavailable`` when it does not."""

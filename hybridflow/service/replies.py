@@ -1,55 +1,34 @@
-"""The reply queue: claim due jobs, generate with the tenant's model, re-check the pause, send exactly once.
+"""Replies: generate a claimed job's text with the tenant's model and deliver it through Evolution, exactly once.
 
-Exactly once, and what we chose when it cannot be known: the attempt is recorded (status ``sending``, with the
-text) in the same transaction that re-checks the pause, *before* Evolution is called. A worker that dies after
-that point leaves a ``sending`` job; when its lease runs out the job becomes ``sent`` if the echo of our text came
-back through the webhook, and ``unknown`` otherwise — reported, never sent a second time. A send that failed with
-an answer from Evolution (5xx) or a timeout is retried with backoff, reusing the same text, unless its echo has
-arrived meanwhile.
+The job's state changes (claim, the attempt record that re-checks the pause, sent, retry, failed, unknown) are
+``hybridflow.jobs``; this module decides which one follows from what the model and Evolution answered, and how
+long a transient failure waits (``backoff``). Each change is submitted to the process's batching writer.
+A send that failed with an answer from Evolution (5xx) or a timeout is retried with backoff, reusing the same
+text, unless its echo has arrived meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection
 
+from hybridflow import jobs
 from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
+from hybridflow.events import Author
+from hybridflow.jobs import FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_PAUSED, Job, JobStatus, WriteOp
 from hybridflow.llm import LLMClient, Turn, build_messages
 from hybridflow.metrics import Metrics
-from hybridflow.models import FAILED, QUEUED, RETRY, RUNNING, SENDING, SENT, SKIPPED_PAUSED, UNKNOWN
-from hybridflow.service.ingest import BOT, CUSTOMER, JOBS, MESSAGES, OWN_MESSAGE, SESSIONS, insert_for
 from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.replies")
-T = TypeVar("T")
-WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the writer's batch transaction
 MAX_BACKOFF = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A claimed reply job."""
-
-    id: int
-    tenant_id: int
-    session_id: int
-    chat_id: str
-    trigger_message_id: str
-    last_message_id: str | None
-    attempts: int
-    reply_text: str | None
-    received_at: datetime
-    paused: bool = False  # the chat's state when the job was claimed
-    history: tuple[Turn, ...] = ()  # the conversation when the job was claimed, oldest first
 
 
 def backoff(attempts: int, base: float = 5.0) -> float:
@@ -57,14 +36,10 @@ def backoff(attempts: int, base: float = 5.0) -> float:
     return min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
 
 
-def conversation(conn: Connection, session_id: int, limit: int) -> list[Turn]:
-    """The last ``limit`` messages with text of a chat, oldest first; the customer speaks as the user."""
-    rows = (conn.execute(
-        sa.select(MESSAGES.c.direction, MESSAGES.c.text)
-        .where(MESSAGES.c.session_id == session_id, MESSAGES.c.text.is_not(None))
-        .order_by(MESSAGES.c.received_at.desc(), MESSAGES.c.id.desc()).limit(limit)
-    )).all()
-    return [Turn("user" if r.direction == CUSTOMER else "assistant", r.text) for r in reversed(rows)]
+def turns(history: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> list[Turn]:
+    """A chat's recent messages as the model sees them: the customer speaks as the user, everyone else (the
+    owner, other API clients, the bot) as the assistant."""
+    return [Turn("user" if author == Author.CUSTOMER else "assistant", text) for author, text in history]
 
 
 class Replies:
@@ -72,8 +47,8 @@ class Replies:
 
     def __init__(self, store: Store, tenants: Tenants, evolution: EvolutionClient, llm: LLMClient, *,
                  clock: Callable[[], datetime], worker_id: str, history_limit: int, lease: float,
-                 send_timeout: float, max_attempts: int, metrics: Metrics | None = None,
-                 submit: Callable[[WriteOp[Any]], Awaitable[Any]] | None = None) -> None:
+                 send_timeout: float, max_attempts: int, submit: Callable[[WriteOp[Any]], Awaitable[Any]],
+                 metrics: Metrics | None = None) -> None:
         self.store, self.tenants, self.evolution, self.llm = store, tenants, evolution, llm
         self.metrics = metrics or Metrics()
         self.submit = submit
@@ -86,51 +61,20 @@ class Replies:
         self.max_attempts = max_attempts
 
     async def claim(self, limit: int) -> list[Job]:
-        """Atomically take up to ``limit`` due jobs (and jobs whose worker died before sending)."""
-        now = self.clock()
-        pick = (sa.select(JOBS.c.id).where(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now)
-                .order_by(JOBS.c.due_at).limit(limit))
-        if self.store.is_postgres:
-            pick = pick.with_for_update(skip_locked=True)
+        """Atomically take up to ``limit`` due jobs, with their chat's state and history."""
+        return await self.submit(functools.partial(
+            jobs.claim, now=self.clock(), worker_id=self.worker_id, lease=self.lease, limit=limit,
+            history_limit=self.history_limit))
 
-        def take(conn: Connection) -> list[Job]:
-            rows = conn.execute(
-                sa.update(JOBS).where(JOBS.c.id.in_(pick.scalar_subquery()))
-                .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=self.worker_id,
-                        lease_until=now + timedelta(seconds=self.lease), updated_at=now)
-                .returning(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id, JOBS.c.trigger_message_id,
-                           JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text, JOBS.c.received_at)).all()
-            # What generation needs is read in the same transaction (and, on SQLite, the same hop).
-            paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
-                SESSIONS.c.id.in_({row.session_id for row in rows})))} if rows else {}
-            return [Job(**row._mapping, paused=paused.get(row.session_id, False),
-                        history=tuple(conversation(conn, row.session_id, self.history_limit))) for row in rows]
-
-        return await self._write(take)
-
-    async def _write(self, operation: WriteOp[T]) -> T:
-        """Run a write in the process's batching writer (with the webhooks of the moment), or on its own."""
-        if self.submit is not None:
-            return await self.submit(operation)
-        return await self.store.batch(operation)
+    async def release(self, claimed: list[Job]) -> None:
+        """Hand jobs claimed but not started (a stopping worker's) back to the queue."""
+        await self.submit(functools.partial(jobs.release, job_ids=[j.id for j in claimed], now=self.clock()))
+        log.info("reply.released", jobs=[j.id for j in claimed])
 
     async def recover_stale(self) -> list[int]:
         """Take back jobs of workers that died: before sending they are queued again; mid-send they become
         ``sent`` if the echo came back, else ``unknown`` (never resent)."""
-        now = self.clock()
-        stale = sa.and_(JOBS.c.status == SENDING, JOBS.c.lease_until < now)
-        async with self.store.write() as conn:
-            await conn.execute(sa.update(JOBS).where(JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
-                               .values(status=RETRY, due_at=now, claimed_by=None, updated_at=now))
-            await conn.execute(sa.update(JOBS).where(stale, JOBS.c.sent_message_id.is_not(None))
-                               .values(status=SENT, sent_at=now, updated_at=now))
-            unknown = (await conn.execute(
-                sa.update(JOBS).where(stale).values(
-                    status=UNKNOWN, updated_at=now,
-                    last_error="the worker stopped while sending; the reply may or may not have been delivered "
-                               "and is not sent again")
-                .returning(JOBS.c.id, JOBS.c.chat_id)
-            )).all()
+        unknown = await self.submit(functools.partial(jobs.recover_stale, now=self.clock()))
         for row in unknown:
             log.warning("reply.unknown_outcome", job_id=row.id, chat=row.chat_id)
         return [row.id for row in unknown]
@@ -162,7 +106,8 @@ class Replies:
             if tenant.send_presence:
                 self._side_task(self._presence(tenant, job, bound))
             try:
-                text = await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, job.history))
+                text = await self.llm.chat(model=tenant.model,
+                                           messages=build_messages(tenant.prompt, turns(job.history)))
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
         if not await self._record_attempt(job, text):
@@ -179,25 +124,9 @@ class Replies:
 
     async def _record_attempt(self, job: Job, text: str) -> bool:
         """The last-moment pause check and the record of the attempt, in one transaction. False if paused."""
-        now = self.clock()
-        query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
-        if self.store.is_postgres:
-            query = query.with_for_update()
-        mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == self.worker_id)
-
-        def record(conn: Connection) -> str:
-            if conn.execute(query).scalar():
-                conn.execute(sa.update(JOBS).where(mine).values(
-                    status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
-                    last_error="the owner took over while the reply was being generated"))
-                return SKIPPED_PAUSED
-            claimed = conn.execute(
-                sa.update(JOBS).where(mine)
-                .values(status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
-                        lease_until=now + timedelta(seconds=self.send_lease)))
-            return SENDING if claimed.rowcount == 1 else RUNNING
-
-        outcome = await self._write(record)
+        outcome = await self.submit(functools.partial(
+            jobs.record_attempt, job=job, worker_id=self.worker_id, text=text, now=self.clock(),
+            send_lease=self.send_lease))
         if outcome == RUNNING:
             raise _LostLease(job.id)
         return outcome == SENDING
@@ -215,56 +144,35 @@ class Replies:
 
     async def _echo_seen(self, job: Job) -> bool:
         async with self.store.read() as conn:
-            return bool((await conn.execute(sa.select(JOBS.c.sent_message_id).where(JOBS.c.id == job.id))).scalar())
+            return await conn.run_sync(jobs.echo_seen, job.id)
 
     async def _mark_sent(self, job: Job, text: str, message_id: str | None, bound: Any) -> str:
         now = self.clock()
-
-        def settle(conn: Connection) -> str | None:
-            mid = (conn.execute(
-                sa.update(JOBS).where(JOBS.c.id == job.id).values(
-                    status=SENT, sent_at=now, updated_at=now, last_error=None,
-                    sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
-                .returning(JOBS.c.sent_message_id))).scalar()
-            if mid:  # the reply joins the transcript (and a late echo of it is recognised as ours)
-                conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
-                    index_elements=["tenant_id", "message_id"]).values(
-                    tenant_id=job.tenant_id, session_id=job.session_id, message_id=mid, chat_id=job.chat_id,
-                    event="reply", direction=BOT, from_me=True, kind="text", message_type="conversation", text=text,
-                    received_at=now, action=OWN_MESSAGE, raw="{}"))
-            return mid
-
-        mid = await self._write(settle)
+        mid = await self.submit(functools.partial(jobs.mark_sent, job=job, text=text, message_id=message_id, now=now))
         latency_ms = (now - job.received_at).total_seconds() * 1000
         self.metrics.reply(SENT, latency_ms / 1000)
         bound.info("reply.sent", sent_message_id=mid, latency_ms=round(latency_ms, 1), text_length=len(text))
         return SENT
 
-    async def _failed_attempt(self, job: Job, exc: LLMError | SendError, bound: Any, *, status_from: str) -> str:
+    async def _failed_attempt(self, job: Job, exc: LLMError | SendError, bound: Any, *,
+                              status_from: JobStatus) -> str:
         if exc.transient and job.attempts < self.max_attempts:
             delay = backoff(job.attempts)
             now = self.clock()
-            await self._update(job, status_from, status=RETRY, due_at=now + timedelta(seconds=delay),
-                               last_error=exc.message, updated_at=now)
+            await self.submit(functools.partial(jobs.retry_later, job_id=job.id, from_status=status_from,
+                                                due_at=now + timedelta(seconds=delay), error=exc.message, now=now))
             bound.warning("reply.retry", error=exc.message, retry_in_s=delay, kind=type(exc).__name__)
             self.metrics.reply(RETRY)
             return RETRY
         return await self._finish(job, FAILED, bound, error=exc.message, status_from=status_from)
 
-    async def _finish(self, job: Job, status: str, bound: Any, *, error: str, status_from: str = RUNNING) -> str:
-        await self._update(job, status_from, status=status, last_error=error, updated_at=self.clock())
+    async def _finish(self, job: Job, status: JobStatus, bound: Any, *, error: str,
+                      status_from: JobStatus = RUNNING) -> str:
+        await self.submit(functools.partial(jobs.finish, job_id=job.id, from_status=status_from, status=status,
+                                            error=error, now=self.clock()))
         (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error)
         self.metrics.reply(status)
         return status
-
-    async def _update(self, job: Job, status_from: str, **values: Any) -> None:
-        """Move a job on from ``status_from`` (a job that moved on meanwhile is left alone)."""
-        statement = sa.update(JOBS).where(JOBS.c.id == job.id, JOBS.c.status == status_from).values(**values)
-
-        def update(conn: Connection) -> None:
-            conn.execute(statement)
-
-        await self._write(update)
 
     async def _presence(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
         try:

@@ -10,9 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow import events as ev
+from hybridflow import jobs
 from hybridflow.errors import BadRequest, UnknownSession
-from hybridflow.service.ingest import AUTO_RESUME, EVENTS, JOBS, MESSAGES, OPERATOR, SESSIONS, insert_for, lock_sessions
-from hybridflow.service.tenants import TENANTS, TenantConfig
+from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.service.ingest import AUTO_RESUME, OPERATOR
+from hybridflow.service.tenants import TenantConfig
+from hybridflow.statements import lock_sessions
 from hybridflow.store import Store
 
 
@@ -171,8 +174,7 @@ class Sessions:
             messages = await conn.execute(
                 sa.select(MESSAGES).where(MESSAGES.c.session_id == sid)
                 .order_by(MESSAGES.c.received_at.desc(), MESSAGES.c.id.desc()).limit(limit))
-            replies = await conn.execute(
-                sa.select(JOBS).where(JOBS.c.session_id == sid).order_by(JOBS.c.id.desc()).limit(limit))
+            replies = await conn.run_sync(jobs.for_session, sid, limit)
             return SessionDetail(
                 session=view,
                 events=[SessionEventView(r.at, r.change, r.reason, r.actor, r.message_id, r.resumes_at)
@@ -180,7 +182,7 @@ class Sessions:
                 messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action)
                           for r in reversed(messages.all())],
                 replies=[ReplyView(r.id, r.status, r.attempts, r.trigger_message_id, r.reply_text, r.last_error,
-                                   r.created_at, r.sent_at) for r in reversed(replies.all())],
+                                   r.created_at, r.sent_at) for r in replies],
             )
 
     async def pause(self, tenant: TenantConfig, chat: str, now: datetime, *, duration: float | None,
@@ -198,8 +200,7 @@ class Sessions:
             await conn.execute(sa.insert(EVENTS).values(
                 tenant_id=tenant.id, session_id=state.id, at=now, change="paused", reason=OPERATOR, actor=actor,
                 resumes_at=resumes_at))
-            await conn.execute(sa.update(JOBS).where(JOBS.c.session_id == state.id, JOBS.c.status == "queued")
-                               .values(status="skipped_paused", updated_at=now, last_error="paused by an operator"))
+            await conn.run_sync(jobs.skip_queued, [state.id], now, "paused by an operator")
             return await self._get(conn, tenant, chat_id)
 
     async def resume(self, tenant: TenantConfig, chat: str, now: datetime, *, actor: str) -> SessionView:
@@ -243,4 +244,4 @@ def _kind_of(chat_id: str) -> str:
     return ev.USER
 
 
-__all__ = ["Sessions", "SessionView", "SessionDetail", "chat_key", "insert_for"]
+__all__ = ["Sessions", "SessionView", "SessionDetail", "chat_key"]

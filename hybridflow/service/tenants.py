@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
-from hybridflow.models import ChatSession, Message, ReplyJob, SessionEvent, Tenant
+from hybridflow import jobs
+from hybridflow.models import EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.store import Store
 
-TENANTS = Tenant.__table__
+HISTORY = (JOBS, EVENTS, MESSAGES, SESSIONS)  # a tenant's rows, in an order that deletes them safely
 CACHE_SECONDS = 5.0
 API_VERSIONS = ("v1", "v2")
 
@@ -221,8 +222,7 @@ class Tenants:
         tenant = await self.get(instance, cached=False)
         counts: dict[str, int] = {}
         async with self.store.write() as conn:
-            for model in (ReplyJob, SessionEvent, Message, ChatSession):
-                table = model.__table__
+            for table in HISTORY:
                 total = (await conn.execute(
                     sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant.id)
                 )).scalar_one()
@@ -233,14 +233,11 @@ class Tenants:
                     "pass --keep-history or --delete-history"
                 )
             if history == "keep":
-                await conn.execute(sa.update(ReplyJob.__table__).where(
-                    ReplyJob.__table__.c.tenant_id == tenant.id, ReplyJob.__table__.c.status.in_(["queued", "retry"]))
-                    .values(status="failed", last_error="the tenant was removed", updated_at=now))
+                await conn.run_sync(jobs.cancel_for_tenant, tenant.id, now, "the tenant was removed")
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(removed_at=now))
                 self._forget(instance)
                 return {name: 0 for name in counts}
-            for model in (ReplyJob, SessionEvent, Message, ChatSession):
-                table = model.__table__
+            for table in HISTORY:
                 await conn.execute(sa.delete(table).where(table.c.tenant_id == tenant.id))
             await conn.execute(sa.delete(TENANTS).where(TENANTS.c.id == tenant.id))
         self._forget(instance)

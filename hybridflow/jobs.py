@@ -1,0 +1,283 @@
+"""The durable queue of messages to send (replies today; notices and notifications use the same kinds machinery):
+every state change of a job is a named function here, over a connection, and nothing else writes ``reply_jobs``.
+
+    queued --claim--> running --record_attempt--> sending --mark_sent--> sent
+      ^                  |  \\                       |   \\
+      |   release        |   finish: failed,         |    recover_stale (worker died mid-send):
+      +------------------+   skipped_paused          |      sent if the echo came back, else unknown
+      retry <--retry_later-------------------------- +
+
+Exactly once: the attempt is recorded (``sending``, with the text) in the same transaction that re-checks the
+pause, before Evolution is called; a job whose send outcome cannot be known becomes ``unknown`` and is never
+sent again. A claim is one atomic statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; a guarded
+``UPDATE ... RETURNING`` in SQLite's single writer), and every later transition is guarded by the status it
+leaves (and, for the send, by the worker that holds the lease), so a job that moved on meanwhile is left alone.
+
+Every function is synchronous Core code over a ``Connection``: the reply workers run them inside the process's
+batching writer (``WriteOp``), and readers call them through ``AsyncConnection.run_sync``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, JobKind, JobStatus
+from hybridflow.statements import dialect_insert, insert_for, recent_texts
+
+T = TypeVar("T")
+WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the writer's batch transaction
+
+QUEUED, RUNNING, RETRY, SENDING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRY, JobStatus.SENDING
+SENT, FAILED, SKIPPED_PAUSED, UNKNOWN = JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED_PAUSED, JobStatus.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class KindRule:
+    """How jobs of one kind are queued.
+
+    ``debounced``: at most one queued job per chat; a later trigger moves its due time and last message instead
+    of queueing another (the partial unique index ``uq_reply_jobs_one_queued_reply``). Every kind is unique per
+    (tenant, kind, triggering message): a retried webhook never queues a second job.
+    ``skipped_when_paused``: a pause of the chat drops the kind's queued jobs and skips them at sending time.
+    """
+
+    debounced: bool
+    skipped_when_paused: bool
+
+
+RULES: dict[JobKind, KindRule] = {
+    JobKind.REPLY: KindRule(debounced=True, skipped_when_paused=True),
+}
+PAUSABLE_KINDS = tuple(kind for kind, rule in RULES.items() if rule.skipped_when_paused)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed job, with what its transaction read of the chat."""
+
+    id: int
+    kind: JobKind
+    tenant_id: int
+    session_id: int
+    chat_id: str
+    trigger_message_id: str
+    last_message_id: str | None
+    attempts: int
+    reply_text: str | None
+    received_at: datetime
+    paused: bool = False  # the chat's state when the job was claimed
+    history: tuple[tuple[str, str], ...] = ()  # (who wrote it, text) of the chat's recent messages, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A new or merged reply for ``enqueue_replies``: the customer message that asks for it."""
+
+    tenant_id: int
+    session_id: int
+    chat_id: str
+    message_id: str
+    due_at: datetime
+
+
+# -- queueing -------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _enqueue_reply(dialect: str) -> Any:
+    """The debounced upsert, built once per dialect."""
+    upsert = dialect_insert(dialect, JOBS)
+    return upsert.on_conflict_do_update(
+        index_elements=["session_id"],
+        index_where=sa.text(QUEUED_REPLY),  # literal: PostgreSQL matches the partial index by its predicate
+        set_={"due_at": upsert.excluded.due_at, "last_message_id": upsert.excluded.last_message_id,
+              "updated_at": upsert.excluded.updated_at},
+    )
+
+
+def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -> None:
+    """Queue a reply per chat, or move the chat's waiting reply to the latest message (debounce)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for reply in replies:  # one row per chat: the first message triggers, the last one sets the due time
+        row = merged.setdefault(reply.session_id, {
+            "kind": JobKind.REPLY, "tenant_id": reply.tenant_id, "session_id": reply.session_id,
+            "chat_id": reply.chat_id, "trigger_message_id": reply.message_id, "status": QUEUED, "attempts": 0,
+            "received_at": now, "created_at": now})
+        row.update(last_message_id=reply.message_id, due_at=reply.due_at, updated_at=now)
+    if merged:
+        conn.execute(_enqueue_reply(conn.dialect.name), list(merged.values()))
+
+
+def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
+    """Drop the waiting jobs of chats that were just paused (the kinds a pause skips)."""
+    ids = list(session_ids)
+    if ids:
+        # The literal predicate lets both databases use the partial index of waiting replies per chat.
+        conn.execute(sa.update(JOBS).where(JOBS.c.session_id.in_(ids), sa.text(QUEUED_REPLY))
+                     .values(status=SKIPPED_PAUSED, updated_at=now, last_error=reason))
+
+
+def cancel_for_tenant(conn: Connection, tenant_id: int, now: datetime, reason: str) -> int:
+    """End every job of a tenant that is still waiting (queued or due for a retry); returns how many."""
+    result = conn.execute(sa.update(JOBS).where(JOBS.c.tenant_id == tenant_id, JOBS.c.status.in_([QUEUED, RETRY]))
+                          .values(status=FAILED, last_error=reason, updated_at=now))
+    return result.rowcount
+
+
+# -- the worker's transitions ---------------------------------------------------------------------------------
+
+
+def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limit: int,
+          history_limit: int) -> list[Job]:
+    """Atomically take up to ``limit`` due jobs, with their chat's pause state and recent history."""
+    pick = (sa.select(JOBS.c.id).where(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now)
+            .order_by(JOBS.c.due_at).limit(limit))
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    rows = conn.execute(
+        sa.update(JOBS).where(JOBS.c.id.in_(pick.scalar_subquery()))
+        .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=worker_id,
+                lease_until=now + timedelta(seconds=lease), updated_at=now)
+        .returning(JOBS.c.id, JOBS.c.kind, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id,
+                   JOBS.c.trigger_message_id, JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text,
+                   JOBS.c.received_at)).all()
+    if not rows:
+        return []
+    paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
+        SESSIONS.c.id.in_({row.session_id for row in rows})))}
+    return [Job(**{**row._mapping, "kind": JobKind(row.kind)}, paused=paused.get(row.session_id, False),
+                history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
+
+
+def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now: datetime,
+                   send_lease: float) -> JobStatus:
+    """The last-moment pause check and the record of the attempt, in one transaction.
+
+    Returns ``sending`` (go ahead and send), ``skipped_paused`` (the chat was paused meanwhile; the job ends), or
+    ``running`` when this worker no longer holds the job (its lease ran out and another worker took it).
+    """
+    query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
+    mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
+    if conn.execute(query).scalar():
+        conn.execute(sa.update(JOBS).where(mine).values(
+            status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
+            last_error="the owner took over while the reply was being generated"))
+        return SKIPPED_PAUSED
+    claimed = conn.execute(sa.update(JOBS).where(mine).values(
+        status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
+        lease_until=now + timedelta(seconds=send_lease)))
+    return SENDING if claimed.rowcount == 1 else RUNNING
+
+
+def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now: datetime) -> str | None:
+    """The job is sent; its text joins the chat's transcript (so a late echo of it is recognised as ours).
+    Returns the WhatsApp id of the sent message when known."""
+    mid = conn.execute(
+        sa.update(JOBS).where(JOBS.c.id == job.id).values(
+            status=SENT, sent_at=now, updated_at=now, last_error=None,
+            sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
+        .returning(JOBS.c.sent_message_id)).scalar()
+    if mid:
+        conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
+            index_elements=["tenant_id", "message_id"]).values(
+            tenant_id=job.tenant_id, session_id=job.session_id, message_id=mid, chat_id=job.chat_id,
+            event="reply", direction="bot", from_me=True, kind="text", message_type="conversation", text=text,
+            received_at=now, action="own_message", raw="{}"))
+    return mid
+
+
+def retry_later(conn: Connection, job_id: int, *, from_status: JobStatus, due_at: datetime, error: str,
+                now: datetime) -> None:
+    """A transient failure: the job is due again at ``due_at`` (keeping its text, if it has one)."""
+    _move(conn, job_id, from_status, status=RETRY, due_at=due_at, last_error=error, updated_at=now)
+
+
+def finish(conn: Connection, job_id: int, *, from_status: JobStatus, status: JobStatus, error: str,
+           now: datetime) -> None:
+    """End a job without sending it: ``failed`` or ``skipped_paused``, with the reason."""
+    _move(conn, job_id, from_status, status=status, last_error=error, updated_at=now)
+
+
+def _move(conn: Connection, job_id: int, from_status: JobStatus, **values: Any) -> None:
+    conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == from_status).values(**values))
+
+
+def release(conn: Connection, job_ids: Iterable[int], now: datetime) -> None:
+    """Hand jobs a stopping worker claimed but did not start sending back to the queue, as if never claimed.
+    Jobs already ``sending`` keep their record (their outcome is settled by ``recover_stale``)."""
+    ids = list(job_ids)
+    if ids:
+        conn.execute(sa.update(JOBS).where(JOBS.c.id.in_(ids), JOBS.c.status == RUNNING).values(
+            status=QUEUED, due_at=now, lease_until=None, claimed_by=None, updated_at=now,
+            attempts=JOBS.c.attempts - 1))
+
+
+def recover_stale(conn: Connection, now: datetime) -> list[Row[Any]]:
+    """Take back the jobs of workers that died: before sending they are due again; mid-send they become ``sent`` if
+    the echo came back, else ``unknown`` (never resent). Returns the (id, chat_id) of the ``unknown`` ones."""
+    stale = sa.and_(JOBS.c.status == SENDING, JOBS.c.lease_until < now)
+    conn.execute(sa.update(JOBS).where(JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
+                 .values(status=RETRY, due_at=now, claimed_by=None, updated_at=now))
+    conn.execute(sa.update(JOBS).where(stale, JOBS.c.sent_message_id.is_not(None))
+                 .values(status=SENT, sent_at=now, updated_at=now))
+    return conn.execute(
+        sa.update(JOBS).where(stale).values(
+            status=UNKNOWN, updated_at=now,
+            last_error="the worker stopped while sending; the reply may or may not have been delivered "
+                       "and is not sent again")
+        .returning(JOBS.c.id, JOBS.c.chat_id)).all()
+
+
+# -- echoes of our own sends ----------------------------------------------------------------------------------
+
+
+def recent_sends(conn: Connection, session_ids: Iterable[int], since: datetime) -> list[Row[Any]]:
+    """Jobs of these chats that sent (or are sending) a text since ``since``, oldest first: what an echo of ours
+    is matched against, by its id when Evolution returned it, else by chat and text."""
+    return conn.execute(
+        sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id).where(
+            JOBS.c.session_id.in_(list(session_ids)), JOBS.c.attempted_at >= since, JOBS.c.reply_text.is_not(None),
+        ).order_by(JOBS.c.id)).all()
+
+
+def settle_echoes(conn: Connection, echoes: dict[int, str], now: datetime) -> None:
+    """The echoes of these jobs' texts arrived (job id -> the echo's message id): the send reached WhatsApp.
+    The id is kept for a retry to see; a job reported ``unknown`` after a crash becomes ``sent``."""
+    if not echoes:
+        return
+    params = [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()]
+    conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.sent_message_id.is_(None))
+                 .values(sent_message_id=sa.bindparam("b_mid")), params)
+    conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == UNKNOWN)
+                 .values(status=SENT, sent_at=now, last_error=None), params)
+
+
+def echo_seen(conn: Connection, job_id: int) -> bool:
+    """Whether the echo of this job's text has come back (its send reached WhatsApp)."""
+    return bool(conn.execute(sa.select(JOBS.c.sent_message_id).where(JOBS.c.id == job_id)).scalar())
+
+
+# -- reading --------------------------------------------------------------------------------------------------
+
+
+def depth(conn: Connection) -> dict[str, int]:
+    """Jobs not finished yet, by status (every open status, zero included)."""
+    rows = conn.execute(sa.select(JOBS.c.status, sa.func.count()).where(JOBS.c.status.in_(OPEN_JOB_STATES))
+                        .group_by(JOBS.c.status))
+    return {str(status): 0 for status in OPEN_JOB_STATES} | {row[0]: row[1] for row in rows}
+
+
+def for_session(conn: Connection, session_id: int, limit: int) -> list[Row[Any]]:
+    """A chat's latest ``limit`` jobs, oldest first."""
+    rows = conn.execute(sa.select(JOBS).where(JOBS.c.session_id == session_id).order_by(JOBS.c.id.desc())
+                        .limit(limit)).all()
+    return list(reversed(rows))

@@ -1,0 +1,116 @@
+"""Schema migrations: one step per schema change, per dialect, applied in order inside the schema transaction.
+
+A new database gets the current tables from ``models`` at once and no steps. A database of an older version gets
+every step after its version, in order, in the same transaction that reads and records the version (so two
+processes starting at once cannot both migrate: SQLite's ``BEGIN IMMEDIATE`` writer and PostgreSQL's advisory
+lock serialize them, and the second one finds the new version). A step is SQL text or a Core operation over the
+connection; a step whose dialect is missing refuses to run rather than leave that database half-migrated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.engine import Connection
+
+from hybridflow.errors import HybridFlowError
+from hybridflow.models import SCHEMA_VERSION
+
+log = structlog.get_logger("hybridflow.migrations")
+Operation = str | Callable[[Connection], None]
+
+
+class MigrationMissing(HybridFlowError):
+    exit_code = 2
+    code = "migration_missing"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What brings a database of version ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    steps: dict[str, Sequence[Operation]] = field(default_factory=dict)  # dialect name -> operations in order
+
+    def apply(self, conn: Connection) -> None:
+        dialect = conn.dialect.name
+        if dialect not in self.steps:
+            raise MigrationMissing(f"schema version {self.version} has no migration for {dialect}")
+        for operation in self.steps[dialect]:
+            if isinstance(operation, str):
+                conn.exec_driver_sql(operation)
+            else:
+                operation(conn)
+
+
+# Steps are frozen SQL, never today's ``models``: a later change to the tables must not change an old step.
+_V1_COLUMNS = ("id, tenant_id, session_id, chat_id, trigger_message_id, last_message_id, status, due_at, attempts, "
+               "lease_until, claimed_by, reply_text, sent_message_id, last_error, received_at, created_at, updated_at, "
+               "attempted_at, sent_at")
+
+# SQLite cannot change a table's constraints in place: build the new table and copy the rows (the documented
+# "12 steps" of ALTER TABLE, in the caller's transaction; no other table refers to reply_jobs).
+_SQLITE_V2 = [
+    "DROP INDEX uq_reply_jobs_one_queued_per_session",
+    "DROP INDEX ix_reply_jobs_status_due",
+    "DROP INDEX ix_reply_jobs_sent_message",
+    "DROP INDEX ix_reply_jobs_session_created",
+    "ALTER TABLE reply_jobs RENAME TO reply_jobs_v1",
+    """CREATE TABLE reply_jobs (
+        id INTEGER NOT NULL, tenant_id INTEGER NOT NULL, session_id INTEGER NOT NULL, chat_id VARCHAR NOT NULL,
+        kind VARCHAR(20) NOT NULL, trigger_message_id VARCHAR NOT NULL, last_message_id VARCHAR,
+        status VARCHAR(20) NOT NULL, due_at DATETIME NOT NULL, attempts INTEGER NOT NULL, lease_until DATETIME,
+        claimed_by VARCHAR, reply_text TEXT, sent_message_id VARCHAR, last_error TEXT, received_at DATETIME NOT NULL,
+        created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, attempted_at DATETIME, sent_at DATETIME,
+        PRIMARY KEY (id),
+        CONSTRAINT uq_reply_jobs_kind_trigger UNIQUE (tenant_id, kind, trigger_message_id),
+        FOREIGN KEY(tenant_id) REFERENCES tenants (id),
+        FOREIGN KEY(session_id) REFERENCES sessions (id))""",
+    f"INSERT INTO reply_jobs ({_V1_COLUMNS}, kind) SELECT {_V1_COLUMNS}, 'reply' FROM reply_jobs_v1",
+    "DROP TABLE reply_jobs_v1",
+    "CREATE INDEX ix_reply_jobs_sent_message ON reply_jobs (tenant_id, sent_message_id)",
+    "CREATE INDEX ix_reply_jobs_session_created ON reply_jobs (session_id, created_at)",
+    "CREATE INDEX ix_reply_jobs_status_due ON reply_jobs (status, due_at)",
+    "CREATE UNIQUE INDEX uq_reply_jobs_one_queued_reply ON reply_jobs (session_id) "
+    "WHERE status = 'queued' AND kind = 'reply'",
+]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "reply jobs get a kind; uniqueness per kind", {
+        "sqlite": _SQLITE_V2,
+        "postgresql": [
+            "ALTER TABLE reply_jobs ADD COLUMN kind VARCHAR(20) NOT NULL DEFAULT 'reply'",
+            "ALTER TABLE reply_jobs ALTER COLUMN kind DROP DEFAULT",
+            "ALTER TABLE reply_jobs DROP CONSTRAINT uq_reply_jobs_trigger",
+            "ALTER TABLE reply_jobs ADD CONSTRAINT uq_reply_jobs_kind_trigger UNIQUE (tenant_id, kind, trigger_message_id)",
+            "DROP INDEX uq_reply_jobs_one_queued_per_session",
+            "CREATE UNIQUE INDEX uq_reply_jobs_one_queued_reply ON reply_jobs (session_id) "
+            "WHERE status = 'queued' AND kind = 'reply'",
+        ],
+    }),
+)
+
+
+def latest(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """The version a database has once every step of ``migrations`` is applied."""
+    return max([SCHEMA_VERSION, *(m.version for m in migrations)])
+
+
+def migrate(conn: Connection, current: int, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply every step after ``current`` in order; returns the new version. The caller records it."""
+    target = latest(migrations)
+    by_version = {m.version: m for m in migrations}
+    for version in range(current + 1, target + 1):
+        step = by_version.get(version)
+        if step is None:
+            raise MigrationMissing(f"no migration from schema version {version - 1} to {version}")
+        step.apply(conn)
+        log.info("schema.migrated", from_version=version - 1, to_version=version, change=step.description)
+    return target
+
+
+__all__ = ["Migration", "MIGRATIONS", "MigrationMissing", "latest", "migrate"]

@@ -1,0 +1,80 @@
+"""Statements that several modules share, written once: the dialect's INSERT, index-friendly ``(tenant, key) IN``
+lists, the session upsert that creates and locks a batch's chats, and the chat history a reply is written from.
+
+Every function here is synchronous Core code over a ``Connection``: inside the batching writer it runs as it is,
+from an ``AsyncConnection`` through ``conn.run_sync(...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from hybridflow.models import MESSAGES, SESSIONS
+
+SessionKey = tuple[int, str]  # (tenant id, chat id)
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (for statements built once per dialect)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def insert_for(conn: Connection, table: sa.Table) -> Any:
+    """The INSERT of the connection's dialect."""
+    return dialect_insert(conn.dialect.name, table)
+
+
+def pairs_in(tenant_column: sa.Column, key_column: sa.Column, pairs: Iterable[tuple[int, str]]) -> Any:
+    """``(tenant, key) IN pairs`` written so that both databases use the composite index.
+
+    SQLite scans the whole table for a row-value IN list; ``tenant = ? AND key IN (...)`` per tenant is an index
+    search on both backends.
+    """
+    by_tenant: dict[int, list[str]] = {}
+    for tenant_id, key in pairs:
+        by_tenant.setdefault(tenant_id, []).append(key)
+    return sa.or_(*(sa.and_(tenant_column == t, key_column.in_(keys)) for t, keys in by_tenant.items()))
+
+
+@functools.cache
+def _lock_sessions(dialect: str) -> Any:
+    """Built once per dialect: building an upsert costs more than running it."""
+    upsert = dialect_insert(dialect, SESSIONS)
+    return upsert.on_conflict_do_update(
+        index_elements=["tenant_id", "chat_id"], set_={"updated_at": upsert.excluded.updated_at},
+    ).returning(*SESSIONS.c)
+
+
+def lock_sessions(conn: Connection, keys: dict[SessionKey, str], now: datetime) -> dict[SessionKey, Row[Any]]:
+    """Create the sessions (``keys`` maps each to its chat kind) that do not exist yet and lock all of them for this
+    transaction: one upsert that returns the rows (on PostgreSQL, ON CONFLICT DO UPDATE locks each row as
+    FOR UPDATE would; on SQLite the transaction is the one writer)."""
+    # Sorted: two processes upserting the same sessions take their row locks in one order (no deadlock).
+    rows = [{"tenant_id": t, "chat_id": c, "chat_kind": keys[(t, c)], "is_paused": False, "created_at": now,
+             "updated_at": now} for (t, c) in sorted(keys)]
+    result = conn.execute(_lock_sessions(conn.dialect.name), rows)
+    return {(row.tenant_id, row.chat_id): row for row in result}
+
+
+def stored_directions(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """Which (tenant, message id) pairs are already stored, with who wrote them."""
+    query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.direction).where(
+        pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids))
+    return {(row.tenant_id, row.message_id): row.direction for row in conn.execute(query)}
+
+
+def recent_texts(conn: Connection, session_id: int, limit: int) -> list[tuple[str, str]]:
+    """The last ``limit`` messages with text of a chat as (who wrote it, text), oldest first."""
+    rows = conn.execute(
+        sa.select(MESSAGES.c.direction, MESSAGES.c.text)
+        .where(MESSAGES.c.session_id == session_id, MESSAGES.c.text.is_not(None))
+        .order_by(MESSAGES.c.received_at.desc(), MESSAGES.c.id.desc()).limit(limit)
+    ).all()
+    return [(r.direction, r.text) for r in reversed(rows)]
