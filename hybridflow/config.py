@@ -7,6 +7,7 @@ and the flags, so a bad value is reported the same way wherever it came from.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -230,12 +231,28 @@ def _read_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in FIELDS:
-            raise ConfigError(f"unknown key '{key}' in {path}")
+            raise ConfigError(f"unknown key '{key}' in {path}{_did_you_mean(key, FIELDS)}")
         values[key] = _convert(key, value, str(path))
     return values
 
 
+# HYBRIDFLOW_* names that are not settings but are still ours: the config file's path, the test suite's own.
+_OTHER_ENV = (CONFIG_ENV,)
+_OTHER_ENV_PREFIXES = (ENV_PREFIX + "TEST_",)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    known = {ENV_PREFIX + key.upper() for key in FIELDS}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known and name not in _OTHER_ENV \
+                and not name.startswith(_OTHER_ENV_PREFIXES):
+            raise ConfigError(f"unknown environment variable {name}{_did_you_mean(name, known)}; "
+                              "`hybridflow.toml.example` lists every setting")
     values: dict[str, Any] = {}
     for key in FIELDS:
         name = ENV_PREFIX + key.upper()

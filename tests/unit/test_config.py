@@ -221,6 +221,23 @@ def test_cli_stops_on_a_bad_environment_variable(variable, value, key):
     assert_one_line_error(invoke("tenants", "list", env={variable: value}), key, variable)
 
 
+def test_a_misspelled_environment_variable_stops_the_cli_and_names_the_setting_meant():
+    result = invoke("tenants", "list", env={"HYBRIDFLOW_SECRET_KYE": "x"})
+    assert_one_line_error(result, "HYBRIDFLOW_SECRET_KYE", "did you mean 'HYBRIDFLOW_SECRET_KEY'?")
+
+
+def test_an_unknown_environment_variable_is_refused_like_an_unknown_key():
+    with pytest.raises(ConfigError, match="unknown environment variable HYBRIDFLOW_COLOUR"):
+        load_settings(None, environ={"HYBRIDFLOW_COLOUR": "blue"})
+    # The config file's own variable and the test suite's variables are not settings, and are accepted.
+    assert load_settings(None, environ={"HYBRIDFLOW_TEST_POSTGRES_URL": "postgresql://x"}).port == 8000
+
+
+def test_a_misspelled_key_in_the_file_names_the_key_meant(tmp_path):
+    message = config_error(write(tmp_path / "typo.toml", 'resume_afer = "1h"\n'))
+    assert "'resume_afer'" in message and "did you mean 'resume_after'?" in message
+
+
 def test_cli_stops_on_a_missing_config_file(tmp_path):
     missing = tmp_path / "nowhere.toml"
     assert_one_line_error(invoke("--config", str(missing), "tenants", "list"), str(missing))
