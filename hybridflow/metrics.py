@@ -1,51 +1,69 @@
-"""In-process counters and a latency histogram, rendered in Prometheus' text format for ``/metrics``."""
+"""Prometheus metrics of one `Service`: its counters, the reply queue depth and latency, and the process' own.
+
+Each `Metrics` has its own registry (never prometheus_client's global one), so several services in one process,
+as tests build them, count apart. prometheus_client writes the exposition format and escapes label values.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)  # seconds, webhook received -> reply sent
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The Content-Type of `Metrics.render`'s text, charset included."""
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics"]
 
 
-@dataclass
 class Metrics:
-    """What this process has seen since it started."""
+    """What this service has seen since it started, plus the process' CPU, memory, open files and GC."""
 
-    webhooks: Counter[str] = field(default_factory=Counter)
-    replies: Counter[str] = field(default_factory=Counter)
-    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
-    latency_sum: float = 0.0
-    latency_count: int = 0
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._webhooks = Counter("hybridflow_webhooks", "Webhooks answered, by action.", ["action"],
+                                 registry=self.registry)
+        self._replies = Counter("hybridflow_replies", "Reply jobs finished by this process, by status.",
+                                ["status"], registry=self.registry)
+        self._queue_depth = Gauge("hybridflow_reply_queue_depth", "Reply jobs waiting or in progress, by status.",
+                                  ["status"], registry=self.registry)
+        self._latency = Histogram("hybridflow_reply_latency_seconds", "Webhook received to reply sent.",
+                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._depth_statuses: set[str] = set()
 
     def webhook(self, action: str) -> None:
-        self.webhooks[action] += 1
+        """Count one answered webhook under its action."""
+        self._webhooks.labels(action=action).inc()
 
     def reply(self, status: str, latency: float | None = None) -> None:
-        self.replies[status] += 1
+        """Count one reply job outcome; ``latency`` (seconds, webhook received to sent) goes to the histogram."""
+        self._replies.labels(status=status).inc()
         if latency is not None:
-            self.latency_sum += latency
-            self.latency_count += 1
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if latency <= bound:
-                    self.latency_buckets[i] += 1
+            self._latency.observe(latency)
 
-    def render(self, queue_depth: dict[str, int]) -> str:
-        """The Prometheus exposition text."""
-        lines = ["# HELP hybridflow_webhooks_total Webhooks answered, by action.",
-                 "# TYPE hybridflow_webhooks_total counter"]
-        lines += [f'hybridflow_webhooks_total{{action="{a}"}} {n}' for a, n in sorted(self.webhooks.items())]
-        lines += ["# HELP hybridflow_replies_total Reply jobs finished by this process, by status.",
-                  "# TYPE hybridflow_replies_total counter"]
-        lines += [f'hybridflow_replies_total{{status="{s}"}} {n}' for s, n in sorted(self.replies.items())]
-        lines += ["# HELP hybridflow_reply_queue_depth Reply jobs waiting or in progress, by status.",
-                  "# TYPE hybridflow_reply_queue_depth gauge"]
-        lines += [f'hybridflow_reply_queue_depth{{status="{s}"}} {n}' for s, n in sorted(queue_depth.items())]
-        lines += ["# HELP hybridflow_reply_latency_seconds Webhook received to reply sent.",
-                  "# TYPE hybridflow_reply_latency_seconds histogram"]
-        lines += [f'hybridflow_reply_latency_seconds_bucket{{le="{b:g}"}} {n}'
-                  for b, n in zip(LATENCY_BUCKETS, self.latency_buckets, strict=True)]
-        lines += [f'hybridflow_reply_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}',
-                  f"hybridflow_reply_latency_seconds_sum {self.latency_sum:.6f}",
-                  f"hybridflow_reply_latency_seconds_count {self.latency_count}"]
-        return "\n".join(lines) + "\n"
+    def render(self, queue_depth: Mapping[str, int]) -> str:
+        """The exposition text, with the queue depth gauge set from ``queue_depth`` at this moment.
+
+        A status reported once and missing now reads 0 rather than vanishing, so a graph or an alert on it sees
+        the queue empty instead of a gap.
+        """
+        for status in self._depth_statuses - queue_depth.keys():
+            self._queue_depth.labels(status=status).set(0)
+        for status, count in queue_depth.items():
+            self._queue_depth.labels(status=status).set(count)
+        self._depth_statuses.update(queue_depth)
+        return generate_latest(self.registry).decode("utf-8")

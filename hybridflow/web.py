@@ -14,6 +14,7 @@ from hybridflow.capture import Capture
 from hybridflow.config import parse_duration
 from hybridflow.crypto import same_secret
 from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError
+from hybridflow.metrics import CONTENT_TYPE
 from hybridflow.service import Credentials, Service
 from hybridflow.worker import ReplyWorker, maintenance
 
@@ -126,8 +127,9 @@ async def metrics(request: web.Request) -> web.Response:
     _require_admin(request)
     service = request.app[SERVICE]
     text = service.metrics.render(await service.queue_depth())
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    # CONTENT_TYPE carries its charset, which aiohttp's content_type= refuses: it goes in as the header.
+    return web.Response(body=text.encode("utf-8"),
+                        headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
