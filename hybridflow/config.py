@@ -104,6 +104,10 @@ def parse_url(value: Any) -> str:
     return text
 
 
+def parse_optional_url(value: Any) -> str | None:
+    return parse_url(value) if parse_str(value).strip() else None
+
+
 def parse_log_format(value: Any) -> str:
     text = parse_str(value).lower()
     if text not in {"auto", "json", "console"}:
@@ -144,6 +148,7 @@ class Settings:
     database_url: str = "sqlite:///hybridflow.db"
     host: str = "127.0.0.1"
     port: int = 8000
+    public_url: str | None = None
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
     ollama_timeout: float = 120.0
@@ -177,6 +182,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "database_url": parse_database_url,
     "host": parse_str,
     "port": parse_port,
+    "public_url": parse_optional_url,
     "ollama_host": parse_url,
     "ollama_model": parse_str,
     "ollama_timeout": parse_duration,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import warnings
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import structlog
@@ -46,6 +49,36 @@ class _StandardStream:
         return getattr(sys, self.name).isatty()
 
 
+class Throttle:
+    """At most one log line per key and ``interval`` seconds: a misconfiguration that fails every webhook is
+    reported, not repeated thousands of times. ``allow`` also says how many were held back since the last one."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable) -> int | None:
+        """None when this line must be held back; else the number of lines held back before it."""
+        now = self.clock()
+        if now < self._next.get(key, 0.0):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._next) > 10_000:  # hostile callers inventing instance names: forget, do not grow
+            self._next.clear()
+            self._held.clear()
+        self._next[key] = now + self.interval
+        return self._held.pop(key, 0)
+
+
+def _warning_to_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: Any = None, line: str | None = None) -> None:
+    """Python warnings (a library's deprecation, PyJWT's short-key warning) as structured log lines."""
+    structlog.get_logger("hybridflow.python").warning(
+        "python.warning", category=category.__name__, message=str(message), where=f"{filename}:{lineno}")
+
+
 def configure_logging(log_format: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Set up structlog; ``auto`` means JSON when the stream is not a terminal."""
     if stream is None or stream is sys.stderr:
@@ -72,3 +105,4 @@ def configure_logging(log_format: str = "auto", level: str = "info", stream: Any
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    warnings.showwarning = _warning_to_log

@@ -25,7 +25,7 @@ from sqlalchemy.engine import AdaptedConnection, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hybridflow.config import database_url_to_async
-from hybridflow.errors import HybridFlowError, Unavailable
+from hybridflow.errors import ConfigError, HybridFlowError, Unavailable
 from hybridflow.migrations import MIGRATIONS, Migration, latest, migrate
 from hybridflow.models import SchemaInfo, SQLModel
 
@@ -173,10 +173,14 @@ class Store:
         else:
             # Writes go through one writer per process; the pool serves reads. Each connection keeps a bounded
             # cache of prepared statements (asyncpg's default of 100 per connection kept memory growing).
-            self.write_engine = create_async_engine(
-                async_url, pool_size=5, max_overflow=5, pool_pre_ping=True, pool_timeout=10,
-                connect_args={"prepared_statement_cache_size": 32},
-            )
+            try:
+                self.write_engine = create_async_engine(
+                    async_url, pool_size=5, max_overflow=5, pool_pre_ping=True, pool_timeout=10,
+                    connect_args={"prepared_statement_cache_size": 32},
+                )
+            except ImportError:
+                raise ConfigError("a postgresql:// database needs the PostgreSQL driver: "
+                                  "pip install 'hybridflow[postgres]'") from None
             self.read_engine = self.write_engine
             self.batch_engine = None
             self._batch_thread = None
@@ -185,6 +189,14 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
+
+    def describe(self) -> str:
+        """The database for humans, without its password: the SQLite file, or PostgreSQL's user@host:port/db."""
+        url = sa.engine.make_url(database_url_to_async(self.url))
+        if self.is_sqlite:
+            return f"SQLite {Path(url.database).resolve() if url.database else '(in memory)'}"
+        user = f"{url.username}@" if url.username else ""
+        return f"PostgreSQL {user}{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
 
     @property
     def is_postgres(self) -> bool:

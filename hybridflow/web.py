@@ -13,7 +13,7 @@ from aiohttp import web
 from hybridflow.capture import Capture
 from hybridflow.config import parse_duration
 from hybridflow.crypto import same_secret
-from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError
+from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError, PayloadTooLarge
 from hybridflow.metrics import CONTENT_TYPE
 from hybridflow.service import Credentials, Service
 from hybridflow.worker import ReplyWorker, maintenance
@@ -56,23 +56,35 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-async def webhook(request: web.Request) -> web.Response:
-    """POST /webhooks/evolution[/{suffix}]: Evolution's webhook, in either of its URL modes."""
+async def _read_json(request: web.Request) -> tuple[object, str]:
+    """The body as JSON and as text; ``PayloadTooLarge`` (413) or ``BadRequest`` (400) when it cannot be."""
     try:
         raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body exceeds {request.app._client_max_size} bytes") from None
     except web.HTTPException:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a body that does not match its Content-Encoding
         raise BadRequest(f"the body could not be read: {type(exc).__name__}: {str(exc)[:120]}") from None
     try:
         text = raw.decode("utf-8")
-        body = json.loads(text)
+        return json.loads(text), text
     except (ValueError, RecursionError) as exc:  # also integers beyond Python's digit limit
         raise BadRequest(f"the body is not valid JSON: {type(exc).__name__}: {str(exc)[:120]}") from None
+
+
+async def webhook(request: web.Request) -> web.Response:
+    """POST /webhooks/evolution[/{suffix}]: Evolution's webhook, in either of its URL modes."""
+    service = request.app[SERVICE]
+    try:
+        body, text = await _read_json(request)
+    except (BadRequest, PayloadTooLarge) as exc:
+        await service.note_rejected(exc)
+        raise
     if CAPTURE in request.app:
         request.app[CAPTURE].write(body)
     credentials = Credentials(bearer=_bearer(request), token=request.headers.get("X-Hybridflow-Token"))
-    result = await request.app[SERVICE].ingest(body, text, credentials)
+    result = await service.ingest(body, text, credentials)
     return web.json_response(result.as_dict())
 
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hybridflow import __version__
 from hybridflow.config import Settings, load_settings
@@ -48,7 +49,7 @@ class State:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one line to stderr and return the exit to raise."""
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True)  # a message's own [brackets] are text
     return typer.Exit(code)
 
 

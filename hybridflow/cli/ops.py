@@ -22,7 +22,7 @@ from hybridflow.config import Settings
 from hybridflow.crypto import generate_key
 from hybridflow.errors import HybridFlowError
 from hybridflow.logs import configure_logging
-from hybridflow.service import Service
+from hybridflow.service import SAME_KEY, Service
 from hybridflow.web import create_app
 
 class CannotListen(HybridFlowError):
@@ -40,6 +40,10 @@ def keys_generate() -> None:
 
 
 async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: a stop that comes at once is still graceful
+        loop.add_signal_handler(sig, stop.set)
     async with Service.open(settings, serving=True) as service:
         runner = web.AppRunner(create_app(service), handle_signals=False, access_log=None)
         await runner.setup()
@@ -47,18 +51,30 @@ async def _serve(settings: Settings) -> None:
         try:
             await site.start()
         except OSError as exc:
-            await runner.cleanup()
-            raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-        log.info("serve.started", host=settings.host, port=settings.port, database=service.store.dialect,
-                 worker=service.worker_id)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            await runner.cleanup()  # the worker stops before the writer: no "writer is not started" on the way out
+            raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+                               f"(is another serve running? choose another port with --port)") from None
+        await _started(service, settings)
         await stop.wait()
         log.info("serve.stopping")
         await runner.cleanup()  # stops accepting, then hands back or finishes in-flight replies
         log.info("serve.stopped")
+
+
+async def _started(service: Service, settings: Settings) -> None:
+    """Tell the operator what is running, where to point Evolution, and what is wrong already."""
+    local = f"http://{settings.host}:{settings.port}"
+    report = await service.startup_report()
+    log.info("serve.started", url=local,
+             webhook_url=f"{settings.public_url or local}/webhooks/evolution", database=service.store.describe(),
+             admin_api="on" if settings.admin_token else "off", metrics="on" if settings.metrics else "off",
+             capture=settings.capture_path or "off", tenants=report["tenants"], worker=service.worker_id)
+    if report["unreadable_secrets"]:
+        log.error("serve.secrets_unreadable", tenants=report["unreadable_secrets"], reason=report["secret_error"],
+                  effect="their webhooks are answered 503 and their replies cannot be sent", fix=SAME_KEY)
+    if not report["tenants"]:
+        log.warning("serve.no_tenants", effect="every webhook is answered 404",
+                    fix="hybridflow tenants add INSTANCE --prompt TEXT --api-key KEY --webhook-secret SECRET")
 
 
 @app.command("serve")

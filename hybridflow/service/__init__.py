@@ -22,8 +22,10 @@ from hybridflow import events as ev
 from hybridflow import jobs
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
+from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient, build_messages
+from hybridflow.logs import Throttle
 from hybridflow.metrics import Metrics
 from hybridflow.models import SESSIONS
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
@@ -38,6 +40,9 @@ from hybridflow.validation import Webhook, validate
 
 log = structlog.get_logger("hybridflow.service")
 Clock = Callable[[], datetime]
+# A new key cannot decrypt what an old one stored: generating one is the wrong fix for a serve that cannot read.
+SAME_KEY = ("restart `serve` with the same HYBRIDFLOW_SECRET_KEY that `tenants add` used "
+            "(a newly generated key cannot decrypt the stored secrets)")
 
 
 def utcnow() -> datetime:
@@ -67,6 +72,7 @@ class Service:
             send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts,
             submit=self.writer.submit)
         self.reply_wakeup = asyncio.Event()
+        self.log_throttle = Throttle(60.0)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -96,9 +102,22 @@ class Service:
     async def ingest(self, body: object, raw: str, credentials: Credentials = TRUSTED) -> IngestResult:
         """Handle one webhook body: store it, decide, answer the action. The one path for webhooks and replay:
         parse and validate (400), the tenant (404), authenticate (401), then the batching writer."""
-        webhook = validate(body, raw)
-        tenant = await self.tenants.get(webhook.event.instance or "")
-        authenticate(tenant, webhook.event, credentials)
+        try:
+            webhook = validate(body, raw)
+        except BadRequest as exc:
+            instance = body.get("instance") if isinstance(body, dict) else None
+            await self.note_rejected(exc, instance=instance if isinstance(instance, str) else None)
+            raise
+        try:
+            tenant = await self.tenants.get(webhook.event.instance or "")
+        except UnknownInstance as exc:
+            await self.note_rejected(exc, instance=webhook.event.instance)
+            raise
+        try:
+            authenticate(tenant, webhook.event, credentials)
+        except Unavailable as exc:
+            self._unreadable_secrets(tenant, exc)
+            raise
         if webhook.is_ignored:
             return self._ignored(tenant, webhook)
         item = Inbound(tenant, webhook.event, webhook.stored_raw())
@@ -125,6 +144,39 @@ class Service:
         if history is None:
             return result, None
         return result, await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
+
+    async def note_rejected(self, exc: HybridFlowError, *, instance: str | None = None) -> None:
+        """Log a webhook answered 400, 404 or 413, at most once a minute per cause and instance. An unknown
+        instance close to a known one gets "did you mean" (in the log only: an unauthenticated caller must not
+        learn tenant names from the answer)."""
+        instance = instance[:100] if instance else None
+        cause = exc.message.partition(":")[0][:80]  # "the body is not valid JSON", without the parser's details
+        held = self.log_throttle.allow(("rejected", cause, instance))
+        if held is None:
+            return
+        fields: dict[str, Any] = {"status": exc.status, "cause": exc.code, "reason": exc.message,
+                                  "instance": instance}
+        if held:
+            fields["repeated"] = held
+        if isinstance(exc, UnknownInstance) and instance:
+            with contextlib.suppress(HybridFlowError):
+                close = self.tenants.closest(instance, [t.instance for t in await self.tenants.list()])
+                if close:
+                    fields["did_you_mean"] = close
+        log.warning("webhook.rejected", **fields)
+
+    def _unreadable_secrets(self, tenant: TenantConfig, exc: Unavailable) -> None:
+        held = self.log_throttle.allow(("secrets", tenant.instance))
+        if held is not None:
+            log.error("webhook.secret_unreadable", tenant=tenant.instance, reason=tenant.secret_error, fix=SAME_KEY,
+                      **({"repeated": held} if held else {}))
+
+    async def startup_report(self) -> dict[str, Any]:
+        """What `serve` tells the operator when it starts: tenants, and the ones whose secrets it cannot read."""
+        tenants = await self.tenants.list()
+        unreadable = [t.instance for t in tenants if t.secret_error]
+        return {"tenants": len(tenants), "unreadable_secrets": unreadable,
+                "secret_error": next((t.secret_error for t in tenants if t.secret_error), None)}
 
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event

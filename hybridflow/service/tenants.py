@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from hybridflow.store import Store
 HISTORY = (JOBS, EVENTS, MESSAGES, SESSIONS)  # a tenant's rows, in an order that deletes them safely
 CACHE_SECONDS = 5.0
 API_VERSIONS = ("v1", "v2")
+MIN_JWT_KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,15 @@ class Tenants:
         self._by_id[tenant_id] = (now + CACHE_SECONDS, config)
         return config
 
+    @staticmethod
+    def closest(instance: str, known: list[str]) -> str | None:
+        """The known instance a mistyped one was meant to be: the same but for case, or a small typo."""
+        folded = {name.casefold(): name for name in known}
+        if instance.casefold() in folded:
+            return folded[instance.casefold()]
+        close = difflib.get_close_matches(instance, known, n=1, cutoff=0.8)
+        return close[0] if close else None
+
     async def list(self) -> list[TenantConfig]:
         async with self.store.read() as conn:
             rows = (await conn.execute(
@@ -174,6 +185,10 @@ class Tenants:
             raise BadRequest(f"api version must be v1 or v2, got {changes.api_version!r}")
         if changes.prompt is not None and not changes.prompt.strip():
             raise BadRequest("the prompt cannot be empty")
+        if changes.jwt_key and len(changes.jwt_key.encode("utf-8")) < MIN_JWT_KEY_BYTES:
+            # PyJWT warns on every webhook for a shorter HS256 key (RFC 7518: the key must be as long as the hash).
+            raise BadRequest(f"the JWT key must be at least {MIN_JWT_KEY_BYTES} bytes long for HS256; "
+                             "make one with `openssl rand -hex 32` and set the same in Evolution's jwt_key")
         values: dict[str, Any] = {}
         for name in ("prompt", "evolution_url", "model", "resume_after", "debounce", "api_version",
                      "allow_groups", "send_presence", "mark_read"):

@@ -19,7 +19,7 @@ from tests.support.cli import invoke
 
 PLAIN_KEY = "493ED0BEB1A8-47F2-A6EE-731DBFDB99D2"  # the apikey of fixtures/v2-messages-upsert-text-*.json
 WEBHOOK_SECRET = "whsec-correct-horse-battery"
-JWT_KEY = "jwt-signing-key-staple-42"
+JWT_KEY = "jwt-signing-key-staple-42-of-32-bytes"
 SECRETS = (PLAIN_KEY, WEBHOOK_SECRET, JWT_KEY)
 
 
