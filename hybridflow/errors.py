@@ -4,6 +4,7 @@ HybridFlowError
  ├── ConfigError            bad configuration (exit code 2)
  ├── SecretKeyMissing       an operation needs HYBRIDFLOW_SECRET_KEY (exit code 2)
  ├── BadRequest             400: a request we cannot act on (not JSON, no event/instance)
+ │    └── AmbiguousChat     a typed phone number matches several chats
  ├── AuthenticationFailed   401: webhook or admin credentials do not match
  ├── Forbidden              403: an endpoint that is disabled by configuration
  ├── NotFound               404
@@ -105,3 +106,9 @@ class SendError(_PeerError):
 
 class LLMError(_PeerError):
     code = "llm_error"
+
+
+class AmbiguousChat(BadRequest):
+    """A chat typed by a person (a phone number) matches several chats of the tenant: the message lists them."""
+
+    code = "ambiguous_chat"

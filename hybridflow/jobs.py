@@ -36,6 +36,7 @@ WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the wri
 
 QUEUED, RUNNING, RETRY, SENDING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRY, JobStatus.SENDING
 SENT, FAILED, SKIPPED_PAUSED, UNKNOWN = JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED_PAUSED, JobStatus.UNKNOWN
+CANCELLED = JobStatus.CANCELLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,10 @@ def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, rea
 
 
 def cancel_for_tenant(conn: Connection, tenant_id: int, now: datetime, reason: str) -> int:
-    """End every job of a tenant that is still waiting (queued or due for a retry); returns how many."""
+    """Cancel every job of a tenant that is still waiting (queued or due for a retry); returns how many. Jobs
+    already being generated or sent finish (their tenant's settings are still readable)."""
     result = conn.execute(sa.update(JOBS).where(JOBS.c.tenant_id == tenant_id, JOBS.c.status.in_([QUEUED, RETRY]))
-                          .values(status=FAILED, last_error=reason, updated_at=now))
+                          .values(status=CANCELLED, last_error=reason, updated_at=now))
     return result.rowcount
 
 

@@ -24,6 +24,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     SKIPPED_PAUSED = "skipped_paused"
     UNKNOWN = "unknown"
+    CANCELLED = "cancelled"  # its tenant was removed while it waited
 
 
 class JobKind(StrEnum):

@@ -53,6 +53,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr: the command did what was asked, but something needs the user's attention."""
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True)
+
+
+def interactive() -> bool:
+    """Whether a person is at the terminal (stdin and stdout are both terminals) to answer a question."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def confirm(question: str) -> bool:
+    """Ask on a terminal; without one, the answer is no (the command then asks for --yes)."""
+    return interactive() and typer.confirm(question, default=False)
+
+
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
     state: State = ctx.ensure_object(State)
     try:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.table import Table
 
-from hybridflow.cli.app import ago, fail, out, print_json, run
+from hybridflow.cli.app import ago, err, fail, out, print_json, run
 from hybridflow.config import parse_duration
 from hybridflow.service.sessions import SessionDetail, SessionView
 
@@ -116,6 +116,8 @@ def pause(
         print_json(view.as_dict())
     else:
         out.print(f"[yellow]⏸[/yellow] {view.instance} · {view.chat_id}: {_state(view)}")
+        if view.note:
+            err.print(f"note: {view.note}", markup=False)
 
 
 @app.command("resume")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from hybridflow.cli.app import fail, human_seconds, out, print_json, run, settings_of
+from hybridflow.cli.app import confirm, fail, human_seconds, out, print_json, run, settings_of, warn
 from hybridflow.config import parse_duration
 from hybridflow.service import Service, TenantChanges
 from hybridflow.service.tenants import TenantConfig
@@ -73,6 +74,11 @@ def _show(tenant: TenantConfig) -> None:
     out.print(table)
 
 
+def _warn_gaps(tenant: TenantConfig) -> None:
+    for gap in tenant.gaps():
+        warn(gap)
+
+
 @app.command("add")
 def add(
     ctx: typer.Context,
@@ -88,12 +94,17 @@ def add(
     """Add a tenant for an Evolution instance. Fails if it exists, unless --update."""
     changes = _changes(prompt, prompt_file, evolution_url, api_key, model, resume_after, debounce, webhook_secret,
                        jwt_key, api_version, allow_groups, typing_, mark_read)
-    tenant = run(ctx, lambda s: s.add_tenant(instance, changes, update=update))
+    saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
+    tenant = saved.tenant
     if as_json:
-        print_json(tenant.public())
+        print_json(tenant.public() | ({"restored": saved.restored} if saved.restored is not None else {}))
     else:
-        out.print(f"[green]✓[/green] tenant [bold]{tenant.instance}[/bold] saved")
+        out.print(f"[green]✓[/green] tenant [bold]{escape(tenant.instance)}[/bold] saved")
+        if saved.restored is not None:
+            out.print(f"its kept history is back: {saved.restored['sessions']} chats, "
+                      f"{saved.restored['messages']} messages (settings: the options given now, defaults for the rest)")
         _show(tenant)
+    _warn_gaps(tenant)
 
 
 @app.command("update")
@@ -114,8 +125,9 @@ def update(
     if as_json:
         print_json(tenant.public())
     else:
-        out.print(f"[green]✓[/green] tenant [bold]{tenant.instance}[/bold] updated")
+        out.print(f"[green]✓[/green] tenant [bold]{escape(tenant.instance)}[/bold] updated")
         _show(tenant)
+    _warn_gaps(tenant)
 
 
 @app.command("list")
@@ -157,11 +169,11 @@ def remove(
     delete_history: bool = typer.Option(False, "--delete-history",
                                         help="Delete its sessions, messages and replies with it."),
 ) -> None:
-    """Remove a tenant. Needs --yes; a tenant with history also needs --keep-history or --delete-history."""
-    if not yes:
-        raise fail(f"removing tenant {instance!r} needs --yes", 2)
+    """Remove a tenant. Needs --yes (or asks, on a terminal); with history also --keep-history or --delete-history."""
     if keep_history and delete_history:
         raise fail("give --keep-history or --delete-history, not both", 2)
+    if not yes and not confirm(f"Remove tenant {instance!r}?"):
+        raise fail(f"removing tenant {instance!r} needs --yes", 2)
     history = "keep" if keep_history else "delete" if delete_history else None
     counts = run(ctx, lambda s: s.remove_tenant(instance, history=history))
     kept = " (history kept)" if keep_history else ""

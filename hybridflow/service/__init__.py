@@ -32,7 +32,7 @@ from hybridflow.service.auth import TRUSTED, Credentials, authenticate
 from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
 from hybridflow.service.replies import Replies, turns
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
-from hybridflow.service.tenants import TenantChanges, TenantConfig, Tenants
+from hybridflow.service.tenants import SavedTenant, TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
 from hybridflow.statements import recent_texts
 from hybridflow.store import Store
@@ -106,12 +106,14 @@ class Service:
             webhook = validate(body, raw)
         except BadRequest as exc:
             instance = body.get("instance") if isinstance(body, dict) else None
-            await self.note_rejected(exc, instance=instance if isinstance(instance, str) else None)
+            if not credentials.trusted:  # replay reports its own errors line by line
+                await self.note_rejected(exc, instance=instance if isinstance(instance, str) else None)
             raise
         try:
             tenant = await self.tenants.get(webhook.event.instance or "")
         except UnknownInstance as exc:
-            await self.note_rejected(exc, instance=webhook.event.instance)
+            if not credentials.trusted:
+                await self.note_rejected(exc, instance=webhook.event.instance)
             raise
         try:
             authenticate(tenant, webhook.event, credentials)
@@ -192,9 +194,13 @@ class Service:
     # -- tenants ----------------------------------------------------------------------------------------------
 
     async def add_tenant(self, instance: str, changes: TenantChanges, *, update: bool = False) -> TenantConfig:
-        tenant = await self.tenants.add(instance, changes, self.clock(), update=update)
-        log.info("tenant.saved", tenant=instance, updated=update)
-        return tenant
+        return (await self.save_tenant(instance, changes, update=update)).tenant
+
+    async def save_tenant(self, instance: str, changes: TenantChanges, *, update: bool = False) -> SavedTenant:
+        """Add (or with ``update``, change) a tenant; says whether it is new and what kept history came back."""
+        saved = await self.tenants.add(instance, changes, self.clock(), update=update)
+        log.info("tenant.saved", tenant=instance, created=saved.created, restored=saved.restored)
+        return saved
 
     async def update_tenant(self, instance: str, changes: TenantChanges) -> TenantConfig:
         tenant = await self.tenants.update(instance, changes, self.clock())
@@ -222,7 +228,9 @@ class Service:
         return await self.sessions.get(await self.tenant(instance), chat)
 
     async def session_detail(self, instance: str, chat: str, *, limit: int = 20) -> SessionDetail:
-        return await self.sessions.detail(await self.tenant(instance), chat, limit=limit)
+        """A chat's state and history; also of a tenant removed with its history kept."""
+        tenant = await self.tenants.get(instance, cached=False, removed_too=True)
+        return await self.sessions.detail(tenant, chat, limit=limit)
 
     async def pause(self, instance: str, chat: str, *, duration: float | None = None, actor: str = "operator") -> SessionView:
         view = await self.sessions.pause(await self.tenant(instance), chat, self.clock(), duration=duration, actor=actor)

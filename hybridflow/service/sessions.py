@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow import events as ev
 from hybridflow import jobs
-from hybridflow.errors import BadRequest, UnknownSession
+from hybridflow.errors import AmbiguousChat, BadRequest, UnknownSession
 from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.numbers import DEFAULT_REGION, TypedChat, parse_chat
 from hybridflow.service.ingest import AUTO_RESUME, OPERATOR
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import lock_sessions
@@ -41,9 +43,13 @@ class SessionView:
     last_human_at: datetime | None
     last_message_at: datetime | None
     created_at: datetime
+    note: str | None = None  # what an operator action says besides the session, e.g. that it created the chat
 
     def as_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        data = _jsonable(self)
+        if data["note"] is None:
+            del data["note"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +109,100 @@ class SessionDetail:
         }
 
 
-def chat_key(chat: str) -> str:
-    """A chat as typed by an operator (full JID or bare phone number) -> the stored chat id."""
-    jid = ev.normalize_jid(chat)
-    if not jid:
-        raise BadRequest(f"not a chat id or phone number: {chat!r}")
-    return jid
+# Until tenants have a country setting, every tenant reads phone numbers typed without a country code as Brazil's.
+def region_of(tenant: TenantConfig) -> str:
+    """The region a tenant's typed phone numbers are read in."""
+    return DEFAULT_REGION
+
+
+@dataclass(frozen=True, slots=True)
+class KnownChat:
+    """An existing chat a typed number matched."""
+
+    chat_id: str
+    push_name: str | None
+
+    def label(self) -> str:
+        return f"{self.chat_id} ({self.push_name})" if self.push_name else self.chat_id
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A typed chat against one tenant's existing chats: what it was read as, and the chats it matched."""
+
+    instance: str
+    typed: TypedChat
+    found: tuple[KnownChat, ...]
+
+    def existing(self) -> str:
+        """The one existing chat; ``UnknownSession`` when none matched, ``AmbiguousChat`` when several did."""
+        if len(self.found) > 1:
+            chats = ", ".join(chat.label() for chat in self.found)
+            raise AmbiguousChat(f"{self.typed.typed!r} matches {len(self.found)} chats of instance "
+                                f"{self.instance!r}: {chats}; give the full chat id")
+        if not self.found:
+            looked_for = f" (looked for {', '.join(self.typed.jids)})" if self.typed.jids else ""
+            problem = f"; {self.typed.problem}" if self.typed.problem else ""
+            raise UnknownSession(f"no session for chat {self.typed.typed!r} of instance {self.instance!r}"
+                                 f"{looked_for}{problem}")
+        return self.found[0].chat_id
+
+    def existing_or_new(self) -> tuple[str, str | None]:
+        """The one existing chat, else the chat a complete number creates, with a note saying so."""
+        if self.found:
+            return self.existing(), None
+        if not self.typed.complete:
+            raise BadRequest(f"no chat of instance {self.instance!r} matches {self.typed.typed!r}, and it is not a "
+                             f"complete number to start one: {self.typed.problem}")
+        chat_id = self.typed.jids[0]
+        what = "id" if self.typed.is_jid else "number"
+        return chat_id, f"no chat with this {what} yet: created {chat_id}"
+
+
+async def resolve_chat(conn: AsyncConnection, tenant: TenantConfig, typed: str,
+                       region: str | None = None) -> Match:
+    """Match a chat as a person typed it (phone number in any format, or a full JID) to the tenant's chats.
+
+    A full JID matches exactly; a ``@lid`` JID no chat has also matches the phone-keyed chat whose messages carried
+    it (Evolution sent both). A phone number matches each id it may mean (the Brazilian ninth digit both ways).
+    """
+    chat = parse_chat(typed, region or region_of(tenant))
+    found = await _chats_with_ids(conn, tenant.id, chat.jids)
+    if not found and chat.is_jid and chat.jids[0].endswith("@lid"):
+        found = await _chats_by_lid(conn, tenant.id, chat.jids[0])
+    return Match(tenant.instance, chat, found)
+
+
+async def _chats_with_ids(conn: AsyncConnection, tenant_id: int, chat_ids: tuple[str, ...]) -> tuple[KnownChat, ...]:
+    if not chat_ids:
+        return ()
+    rows = await conn.execute(sa.select(SESSIONS.c.chat_id, SESSIONS.c.push_name).where(
+        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id.in_(chat_ids)))
+    by_id = {row.chat_id: KnownChat(row.chat_id, row.push_name) for row in rows}
+    return tuple(by_id[chat_id] for chat_id in chat_ids if chat_id in by_id)  # in the order the ids were given
+
+
+# Messages searched for a LID's phone chat: the newest first, enough to find it without reading a long history.
+LID_SEARCH_LIMIT = 200
+
+
+async def _chats_by_lid(conn: AsyncConnection, tenant_id: int, lid: str) -> tuple[KnownChat, ...]:
+    """The chats whose stored messages name ``lid`` as their LID (the raw body is the only place it is kept)."""
+    rows = await conn.execute(
+        sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw)
+        .where(MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != lid,
+               MESSAGES.c.raw.contains(lid, autoescape=True))
+        .order_by(MESSAGES.c.id.desc()).limit(LID_SEARCH_LIMIT))
+    chat_ids = tuple(dict.fromkeys(row.chat_id for row in rows if _lid_of(row.raw) == lid))
+    return await _chats_with_ids(conn, tenant_id, chat_ids)
+
+
+def _lid_of(raw: str) -> str | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return ev.parse_event(body).lid_jid
 
 
 _VIEW_COLUMNS = [TENANTS.c.instance] + [SESSIONS.c[name] for name in (
@@ -149,9 +243,15 @@ class Sessions:
             )
             return [_view(row) for row in rows], total
 
-    async def get(self, tenant: TenantConfig, chat: str) -> SessionView:
+    async def match(self, tenant: TenantConfig, chat: str) -> Match:
+        """The tenant's chats a typed chat (phone number or JID) matches."""
         async with self.store.read() as conn:
-            return await self._get(conn, tenant, chat_key(chat))
+            return await resolve_chat(conn, tenant, chat)
+
+    async def get(self, tenant: TenantConfig, chat: str) -> SessionView:
+        """The one session a typed chat matches."""
+        async with self.store.read() as conn:
+            return await self._get(conn, tenant, (await resolve_chat(conn, tenant, chat)).existing())
 
     async def _get(self, conn: AsyncConnection, tenant: TenantConfig, chat_id: str) -> SessionView:
         row = (await conn.execute(
@@ -163,8 +263,8 @@ class Sessions:
 
     async def detail(self, tenant: TenantConfig, chat: str, *, limit: int = 20) -> SessionDetail:
         """The session with its recent pause/resume history, messages and replies."""
-        chat_id = chat_key(chat)
         async with self.store.read() as conn:
+            chat_id = (await resolve_chat(conn, tenant, chat)).existing()
             view = await self._get(conn, tenant, chat_id)
             sid = (await conn.execute(sa.select(SESSIONS.c.id).where(
                 SESSIONS.c.tenant_id == tenant.id, SESSIONS.c.chat_id == chat_id))).scalar_one()
@@ -187,10 +287,13 @@ class Sessions:
 
     async def pause(self, tenant: TenantConfig, chat: str, now: datetime, *, duration: float | None,
                     actor: str) -> SessionView:
-        """Pause a chat by hand, for ``duration`` seconds or until resumed by hand. Creates the session if new."""
-        chat_id = chat_key(chat)
+        """Pause a chat by hand, for ``duration`` seconds or until resumed by hand.
+
+        A complete number or JID no chat has yet creates the session; the view's ``note`` says so.
+        """
         resumes_at = now + timedelta(seconds=duration) if duration else None
         async with self.store.write() as conn:
+            chat_id, note = (await resolve_chat(conn, tenant, chat)).existing_or_new()
             key = (tenant.id, chat_id)
             state = (await conn.run_sync(lock_sessions, {key: _kind_of(chat_id)}, now))[key]
             was_paused = state.is_paused
@@ -201,12 +304,12 @@ class Sessions:
                 tenant_id=tenant.id, session_id=state.id, at=now, change="paused", reason=OPERATOR, actor=actor,
                 resumes_at=resumes_at))
             await conn.run_sync(jobs.skip_queued, [state.id], now, "paused by an operator")
-            return await self._get(conn, tenant, chat_id)
+            return replace(await self._get(conn, tenant, chat_id), note=note)
 
     async def resume(self, tenant: TenantConfig, chat: str, now: datetime, *, actor: str) -> SessionView:
         """Resume a chat by hand, effective immediately."""
-        chat_id = chat_key(chat)
         async with self.store.write() as conn:
+            chat_id = (await resolve_chat(conn, tenant, chat)).existing()
             view = await self._get(conn, tenant, chat_id)
             sid = (await conn.execute(sa.update(SESSIONS).where(
                 SESSIONS.c.tenant_id == tenant.id, SESSIONS.c.chat_id == chat_id).values(
@@ -244,4 +347,4 @@ def _kind_of(chat_id: str) -> str:
     return ev.USER
 
 
-__all__ = ["Sessions", "SessionView", "SessionDetail", "chat_key"]
+__all__ = ["DEFAULT_REGION", "KnownChat", "Match", "Sessions", "SessionView", "SessionDetail", "resolve_chat"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import shlex
 import time
@@ -48,6 +49,19 @@ class TenantConfig:
     jwt_key: str | None = field(default=None, repr=False)
     secret_error: str | None = None
 
+    def gaps(self) -> list[str]:
+        """What is missing for the tenant to work safely; said when it is saved, not refused."""
+        found = []
+        if not self.has_api_key:
+            found.append(f"no Evolution API key: replies cannot be sent until you add one "
+                         f"(hybridflow tenants update {shlex.quote(self.instance)} --api-key KEY)")
+        if not (self.has_webhook_secret or self.has_jwt_key):
+            found.append("no webhook authentication: any request that names this instance is accepted "
+                         "(set --webhook-secret, or --jwt-key with Evolution 2.3+)" if self.api_version != "v1" else
+                         "no webhook authentication (Evolution 1.x cannot send one): keep serve reachable from "
+                         "Evolution only")
+        return found
+
     def public(self) -> dict[str, Any]:
         """What an operator may see: everything but the secrets themselves."""
         return {
@@ -83,6 +97,36 @@ class TenantChanges:
     allow_groups: bool | None = None
     send_presence: bool | None = None
     mark_read: bool | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True, slots=True)
+class SavedTenant:
+    """The outcome of ``tenants add``: the tenant, whether it is new, and the kept history that came back."""
+
+    tenant: TenantConfig
+    created: bool
+    restored: dict[str, int] | None = None  # chats and messages of a tenant removed with its history kept
+
+
+# The settings columns of a tenant and their defaults: a tenant added again starts from these, not its old ones.
+SETTING_DEFAULTS: dict[str, Any] = {
+    "prompt": None, "evolution_url": None, "api_key_enc": None, "webhook_secret_enc": None, "jwt_key_enc": None,
+    "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
+    "send_presence": False, "mark_read": False,
+}
+
+
+def _check_auth(*, secret: bool, jwt_key: bool, api_version: str) -> None:
+    """Refuse combinations that cannot work, instead of letting one silently win."""
+    if secret and jwt_key:
+        raise BadRequest("give a webhook secret or a JWT key, not both (clear one with --webhook-secret '' or "
+                         "--jwt-key '')")
+    if api_version == "v1" and (secret or jwt_key):
+        raise BadRequest("Evolution 1.x (--api-version v1) sends no custom headers, so it cannot send a webhook "
+                         "secret or a JWT: remove them, or use --api-version v2")
 
 
 class Tenants:
@@ -130,15 +174,18 @@ class Tenants:
             secret_error=err1 or err2 or err3,
         )
 
-    async def get(self, instance: str, *, cached: bool = True) -> TenantConfig:
-        """The tenant of an Evolution instance; ``UnknownInstance`` when there is none."""
+    async def get(self, instance: str, *, cached: bool = True, removed_too: bool = False) -> TenantConfig:
+        """The tenant of an Evolution instance; ``UnknownInstance`` when there is none. ``removed_too`` also finds
+        a tenant removed with its history kept (to read that history)."""
         now = time.monotonic()
         hit = self._cache.get(instance)
         if cached and hit and hit[0] > now:
             return hit[1]
+        query = sa.select(TENANTS).where(TENANTS.c.instance == instance)
         async with self.store.read() as conn:
-            row = (await conn.execute(sa.select(TENANTS).where(
-                TENANTS.c.instance == instance, TENANTS.c.removed_at.is_(None)))).first()
+            row = (await conn.execute(query if removed_too else query.where(TENANTS.c.removed_at.is_(None)))).first()
+        if row is not None and row.removed_at is not None:
+            return self._config(row)  # never cached: webhooks of a removed tenant must keep answering 404
         if row is None:
             self._cache.pop(instance, None)
             raise UnknownInstance(
@@ -201,32 +248,59 @@ class Tenants:
                 values[f"{name}_enc"] = self.secrets.encrypt(value) if value else None
         return values
 
-    async def add(self, instance: str, changes: TenantChanges, now: datetime, *, update: bool = False) -> TenantConfig:
-        """Create a tenant; an existing instance is a ``Conflict`` unless ``update`` is set."""
+    async def add(self, instance: str, changes: TenantChanges, now: datetime, *, update: bool = False) -> SavedTenant:
+        """Create a tenant; an existing instance is a ``Conflict`` unless ``update`` is set.
+
+        A tenant removed with its history kept comes back with its chats, pauses and messages, but with the
+        settings given now and defaults for the rest (not the settings it had when it was removed).
+        """
         instance = instance.strip()
         if not instance:
             raise BadRequest("the instance name cannot be empty")
         values = self._values(changes)
+        restored: dict[str, int] | None = None
         async with self.store.write() as conn:
-            found = (await conn.execute(
-                sa.select(TENANTS.c.id, TENANTS.c.removed_at).where(TENANTS.c.instance == instance))).first()
-            if found is not None:
-                if not update and found.removed_at is None:
+            found = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.instance == instance))).first()
+            if found is not None and found.removed_at is None:
+                if not update:
                     raise Conflict(f"tenant {instance!r} already exists (use `tenants update` or --update to change it)")
-                # A tenant removed with --keep-history comes back with its history.
-                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
-                    updated_at=now, removed_at=None, **values))
+                if changes.is_empty():
+                    raise BadRequest(f"nothing to change for tenant {instance!r}: give at least one option "
+                                     "(hybridflow tenants update --help)")
+                self._check(changes, found)
+                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(updated_at=now, **values))
             else:
                 if changes.prompt is None:
-                    raise BadRequest("a new tenant needs a prompt (--prompt TEXT or --prompt-file PATH)")
-                await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now, **values))
+                    again = " (it was removed: its old settings are not restored)" if found is not None else ""
+                    raise BadRequest(f"a new tenant needs a prompt (--prompt TEXT or --prompt-file PATH){again}")
+                self._check(changes, None)
+                if found is None:
+                    await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now,
+                                                                 **values))
+                else:
+                    await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
+                        **(SETTING_DEFAULTS | values), updated_at=now, removed_at=None))
+                    restored = {table.name: (await conn.execute(sa.select(sa.func.count()).select_from(table).where(
+                        table.c.tenant_id == found.id))).scalar_one() for table in (SESSIONS, MESSAGES)}
         self._forget(instance)
-        return await self.get(instance, cached=False)
+        tenant = await self.get(instance, cached=False)
+        return SavedTenant(tenant, created=found is None or restored is not None, restored=restored)
+
+    @staticmethod
+    def _check(changes: TenantChanges, row: Any) -> None:
+        """The tenant as it will be after ``changes`` must make sense (``row``: as it is now, if it exists)."""
+
+        def will_have(name: str) -> bool:
+            given = getattr(changes, name)
+            return bool(given) if given is not None else bool(row is not None and getattr(row, f"{name}_enc"))
+
+        _check_auth(secret=will_have("webhook_secret"), jwt_key=will_have("jwt_key"),
+                    api_version=changes.api_version or (row.api_version if row is not None else "v2"))
 
     async def update(self, instance: str, changes: TenantChanges, now: datetime) -> TenantConfig:
         """Change some fields of an existing tenant."""
         await self.get(instance, cached=False)
-        return await self.add(instance, changes, now, update=True)
+        return (await self.add(instance, changes, now, update=True)).tenant
 
     async def remove(self, instance: str, now: datetime, *, history: str | None) -> dict[str, int]:
         """Remove a tenant. A tenant with history needs an explicit choice: ``history`` = "keep" or "delete".

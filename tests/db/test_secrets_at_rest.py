@@ -42,7 +42,7 @@ async def raw_tenant_rows(service: Service) -> list[dict[str, object]]:
 
 async def add_tenant_with_secrets(service: Service, instance: str = "caldasIA"):  # type: ignore[no-untyped-def]
     return await service.add_tenant(instance, TenantChanges(
-        prompt="You answer for Caldas.", api_key=PLAIN_KEY, webhook_secret=WEBHOOK_SECRET, jwt_key=JWT_KEY))
+        prompt="You answer for Caldas.", api_key=PLAIN_KEY, webhook_secret=WEBHOOK_SECRET))
 
 
 # --- through the service ------------------------------------------------------------------------------------------
@@ -55,13 +55,17 @@ async def test_database_holds_only_ciphertext(service):
     box = SecretBox(service.settings.secret_key)
     assert box.decrypt(row["api_key_enc"]) == PLAIN_KEY
     assert box.decrypt(row["webhook_secret_enc"]) == WEBHOOK_SECRET
-    assert box.decrypt(row["jwt_key_enc"]) == JWT_KEY
+    # A tenant has a webhook secret or a JWT key, not both: switch to the JWT key and look again.
+    await service.update_tenant("caldasIA", TenantChanges(webhook_secret="", jwt_key=JWT_KEY))
+    (row,) = await raw_tenant_rows(service)
+    assert_no_secret(repr(row))
+    assert row["webhook_secret_enc"] is None and box.decrypt(row["jwt_key_enc"]) == JWT_KEY
 
 
 async def test_service_decrypts_for_its_own_use_but_public_view_hides_secrets(service):
     await add_tenant_with_secrets(service)
     tenant = await service.tenant("caldasIA")
-    assert (tenant.api_key, tenant.webhook_secret, tenant.jwt_key) == SECRETS
+    assert (tenant.api_key, tenant.webhook_secret, tenant.jwt_key) == (PLAIN_KEY, WEBHOOK_SECRET, None)
     assert_no_secret(json.dumps(tenant.public()) + repr(tenant))
     assert tenant.public()["api_key"] == "set"
 
