@@ -1,4 +1,4 @@
-"""httpx client for Evolution API's send endpoints: sendText, presence, read receipts, connection state.
+"""httpx client for Evolution API's endpoints: sendText, presence, read receipts, connection state, webhook settings.
 
 One ``httpx.AsyncClient`` serves every tenant; each call names its Evolution base URL, instance and API key.
 Every failure becomes a ``SendError`` whose ``transient`` flag tells the caller whether a retry can help:
@@ -267,6 +267,40 @@ class EvolutionClient:
                 http_status=response.status_code,
             )
         return state
+
+    async def find_webhook(
+        self, *, base_url: str, instance: str, api_key: str, api_version: str = "v2"
+    ) -> dict[str, Any]:
+        """The instance webhook as Evolution stores it (v2 and v1 name its fields differently); {} when none is set.
+
+        Evolution answers 200 with ``null`` (v2) or ``{"enabled": false, "url": ""}`` (v1) when no webhook is set;
+        a 404 that is not about an unknown instance means the same. Other failures raise SendError.
+        """
+        _check_version(api_version)
+        try:
+            response = await self._request(
+                "GET",
+                "webhook/find",
+                base_url=base_url,
+                path=f"/webhook/find/{quote(instance, safe='')}",
+                instance=instance,
+                api_key=api_key,
+                log_fields={"api_version": api_version},
+            )
+        except SendError as exc:
+            if exc.http_status == 404 and "does not exist" not in exc.message:
+                return {}
+            raise
+        body = _json_or_none(response)
+        if body is None or body == {}:
+            return {}
+        if not isinstance(body, dict):
+            raise SendError(
+                f'Evolution webhook/find for instance "{instance}" answered {type(body).__name__}, not an object',
+                transient=False,
+                http_status=response.status_code,
+            )
+        return body
 
     async def _request(
         self,

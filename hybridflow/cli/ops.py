@@ -109,6 +109,26 @@ class Payload:
     body: Any
     raw: str
 
+    def as_instance(self, instance: str | None) -> Any:
+        """The body, replayed as ``instance`` when one is given."""
+        if instance is not None and isinstance(self.body, dict):
+            return {**self.body, "instance": instance}
+        return self.body
+
+
+# What a dry run says each action would do ("error" stays "error").
+_WOULD = {
+    "reply_queued": "would reply",
+    "paused": "would pause",
+    "ignored_paused": "would ignore: chat paused",
+    "duplicate": "already stored",
+    "own_message": "would ignore: own reply",
+    "stored": "would store only",
+    "ignored_event": "would ignore: event",
+}
+# How many of a chat's latest messages a dry run looks through for a message already stored.
+_STORED_SCAN = 1000
+
 
 def _payloads(path: Path) -> list[Payload]:
     """Webhook bodies from a JSON file, a JSON-lines file, or a directory of them."""
@@ -142,11 +162,16 @@ def replay(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen and the reply; keep nothing."),
     instance: str | None = typer.Option(None, "--instance", help="Replay as this instance instead of the payload's."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines for scripts."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask before replies go to customers through Evolution."),
 ) -> None:
     """Push captured webhook bodies through the same pipeline as the webhook and print each action."""
     payloads = _payloads(path)
+    if not payloads:
+        raise fail(f"{path} holds no webhook bodies (.json, .jsonl or .ndjson files): nothing to replay", 1)
 
     async def go(service: Service) -> list[dict[str, Any]]:
+        if not dry_run and not yes:
+            _confirm_replies(await _customer_chats_to_answer(service, payloads, instance))
         results = []
         with Progress(transient=True, disable=len(payloads) < 20 or as_json, console=out) as progress:
             task = progress.add_task("replaying", total=len(payloads))
@@ -163,36 +188,93 @@ def replay(
         for r in results:
             detail = r.get("error") or " ".join(f"{k}={v}" for k, v in r.items()
                                                 if k in ("chat_id", "message_id", "reason") and v)
-            out.print(f"{r['origin']}: [bold]{r['action']}[/bold] {detail}")
+            out.print(f"{r['origin']}: [bold]{_said(r)}[/bold] {detail}")
             if r.get("reply"):
                 out.print(f"  [cyan]reply:[/cyan] {r['reply']}")
-        if len(results) > 1:
-            table = Table("action", "count")
-            for action, count in Counter(r["action"] for r in results).most_common():
-                table.add_row(action, str(count))
-            out.print(table)
+        table = Table("action", "count")
+        for action, count in Counter(_said(r) for r in results).most_common():
+            table.add_row(action, str(count))
+        out.print(table)
     if any(r["action"] == "error" for r in results):
         raise typer.Exit(1)
+
+
+def _said(result: dict[str, Any]) -> str:
+    """The action as printed: what would happen, in a dry run."""
+    return _WOULD.get(result["action"], result["action"]) if result.get("dry_run") else result["action"]
+
+
+def _interactive() -> bool:
+    """Whether someone at a terminal can answer a question."""
+    return sys.stdin.isatty()
+
+
+async def _customer_chats_to_answer(service: Service, payloads: list[Payload], instance: str | None) -> int:
+    """How many customer chats a real replay would answer through Evolution (tenants with an API key only)."""
+    foreseen = await service.foresee([(p.as_instance(instance), p.raw) for p in payloads
+                                      if not isinstance(p.body, Exception)])
+    can_send: dict[str, bool] = {}
+    chats = set()
+    for result in foreseen:
+        if result.action != "reply_queued" or result.instance is None:
+            continue
+        if result.instance not in can_send:
+            can_send[result.instance] = (await service.tenant(result.instance)).has_api_key
+        if can_send[result.instance]:
+            chats.add((result.instance, result.chat_id))
+    return len(chats)
+
+
+def _confirm_replies(chats: int) -> None:
+    """Ask before a replay messages real people; without a terminal, only --yes lets it."""
+    if not chats:
+        return
+    what = f"{chats} customer chat{'s' if chats != 1 else ''} through Evolution (real messages)"
+    if not _interactive():
+        raise fail(f"replay would answer {what}: pass --yes to replay anyway, or --dry-run to look first", 2)
+    if not typer.confirm(f"Replay will answer {what}. Continue?", default=False, err=True):
+        raise fail("replay cancelled: nothing was replayed", 1)
 
 
 async def _replay_one(service: Service, p: Payload, instance: str | None, dry_run: bool) -> dict[str, Any]:
     if isinstance(p.body, Exception):
         return {"origin": p.origin, "action": "error", "error": f"not valid JSON: {p.body}"}
-    body = p.body
-    if instance is not None and isinstance(body, dict):
-        body = {**body, "instance": instance}
+    body = p.as_instance(instance)
     try:
         if dry_run:
             result, reply = await service.rehearse(body, p.raw)
-            return {"origin": p.origin, **result.as_dict(), "dry_run": True, "reply": reply}
+            if result.action == "duplicate":
+                reply = await _stored_reply(service, result.instance, result.chat_id, result.message_id)
+            return {"origin": p.origin, **result.as_dict(), "dry_run": True,
+                    "would": _WOULD.get(result.action, result.action).removeprefix("would "), "reply": reply}
         return {"origin": p.origin, **(await service.ingest(body, p.raw)).as_dict()}
     except HybridFlowError as exc:
         return {"origin": p.origin, "action": "error", "error": exc.message}
 
 
+async def _stored_reply(service: Service, instance: str | None, chat: str | None,
+                        message_id: str | None) -> str | None:
+    """The reply the model would write now to a stored customer message that was answered, from the chat as it
+    was up to that message."""
+    from hybridflow.llm import build_messages
+    from hybridflow.service.replies import turns
+
+    if instance is None or chat is None or message_id is None:
+        return None
+    messages = (await service.session_detail(instance, chat, limit=_STORED_SCAN)).messages
+    upto = next((n for n, m in enumerate(messages) if m.message_id == message_id), None)
+    if upto is None or messages[upto].action != "reply_queued":
+        return None
+    history = [(m.direction, m.text) for m in messages[: upto + 1] if m.text is not None]
+    tenant = await service.tenant(instance)
+    return await service.llm.chat(model=tenant.model, messages=build_messages(
+        tenant.prompt, turns(history[-service.settings.history_limit:])))
+
+
 @app.command("doctor")
 def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Check config, database and schema, Ollama and each tenant's Evolution instance; exit 1 if anything fails."""
+    """Check config, database and schema, Ollama, and each tenant's Evolution instance and webhook settings; exit 1
+    if anything fails."""
     from hybridflow.service.doctor import diagnose
 
     checks = run(ctx, diagnose, create_schema=False, log_level="error")
@@ -200,7 +282,7 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         print_json({"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]})
     else:
         for c in checks:
-            mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
+            mark = "[red]✗[/red]" if not c.ok else "[yellow]✓[/yellow]" if c.warning else "[green]✓[/green]"
             out.print(f"{mark} [bold]{c.name}[/bold]: {c.detail}")
     if not all(c.ok for c in checks):
         raise typer.Exit(1)

@@ -180,6 +180,25 @@ class Service:
         return {"tenants": len(tenants), "unreadable_secrets": unreadable,
                 "secret_error": next((t.secret_error for t in tenants if t.secret_error), None)}
 
+    async def foresee(self, bodies: list[tuple[object, str]]) -> list[IngestResult]:
+        """What ``ingest`` would decide for these bodies one after the other, with nothing kept and no model asked.
+
+        Bodies ``ingest`` would refuse (not valid, unknown instance) and events it ignores are left out.
+        """
+        items = []
+        for body, raw in bodies:
+            try:
+                webhook = validate(body, raw)
+                tenant = await self.tenants.get(webhook.event.instance or "")
+            except HybridFlowError:
+                continue
+            if not webhook.is_ignored:
+                items.append(Inbound(tenant, webhook.event, webhook.stored_raw()))
+        if not items:
+            return []
+        async with self.store.rehearsal() as conn:
+            return await conn.run_sync(store_batch, items, self.clock())
+
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event
         result = IngestResult(IGNORED_EVENT, tenant.instance, *webhook.ids, webhook.ignored_because)

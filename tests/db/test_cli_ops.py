@@ -127,7 +127,8 @@ def test_replay_a_json_file_prints_its_action_and_keeps_the_message(hf, tmp_path
     body = upsert("Vocês abrem domingo?", message_id="MSG-1")
     result = ok(replay(hf, tmp_path, body))
 
-    assert result.stdout.splitlines() == [f"{tmp_path / 'body.json'}: reply_queued chat_id={CUSTOMER} message_id=MSG-1"]
+    assert result.stdout.splitlines()[0] == f"{tmp_path / 'body.json'}: reply_queued chat_id={CUSTOMER} message_id=MSG-1"
+    assert {a: row["count"] for a, row in table_rows(result.stdout).items()} == {"reply_queued": "1"}
     listed = sessions(hf)
     assert listed["total"] == 1
     assert (listed["sessions"][0]["chat_id"], listed["sessions"][0]["push_name"]) == (CUSTOMER, "Maria")
@@ -290,7 +291,7 @@ def test_replay_dry_run_shows_the_model_reply_and_keeps_nothing(hf, tmp_path, pe
 
     result = ok(hf("replay", str(path), "--dry-run", ollama_host=peers.ollama.url))
 
-    assert f"{path}: reply_queued" in result.stdout
+    assert f"{path}: would reply" in result.stdout
     assert "reply: Echo: Vocês abrem domingo?" in result.stdout
     asked = peers.ollama.requests[-1]["messages"]
     assert asked[0] == {"role": "system", "content": PROMPT}
@@ -323,7 +324,7 @@ def test_replay_dry_run_of_an_owner_message_needs_no_model_and_pauses_nothing(hf
     add_tenant(hf)
     path = write_json(tmp_path / "owner.json", owner("Eu respondo", message_id="O1"))
     result = ok(hf("replay", str(path), "--dry-run", ollama_host=closed_port_url()))
-    assert result.stdout.startswith(f"{path}: paused ") and "reason=human_message" in result.stdout
+    assert result.stdout.startswith(f"{path}: would pause ") and "reason=human_message" in result.stdout
     assert "reply:" not in result.stdout
     assert sessions(hf)["total"] == 0
 
@@ -700,11 +701,15 @@ def test_doctor_with_a_schema_but_no_tenant_says_to_add_one(hf, peers):
 def test_doctor_all_green_with_a_working_evolution_and_ollama(hf, peers):
     add_tenant(hf, "padaria", "--evolution-url", peers.evolution.url, "--api-key", EVOLUTION_KEY,
                "--webhook-secret", "s3cret")
+    peers.evolution.webhook = {"url": "https://hf.example.com/webhooks/evolution", "enabled": True,
+                               "headers": {"Authorization": "Bearer s3cret"}, "webhookByEvents": False,
+                               "webhookBase64": False, "events": ["MESSAGES_UPSERT", "SEND_MESSAGE"]}
     result = ok(hf("doctor", ollama_host=peers.ollama.url))
 
     checks = checklist(result.stdout)
     assert all(passed for passed, _ in checks.values()), checks
-    assert set(checks) == {"config", "secret key", "database", "ollama model llama3.2", "tenant padaria"}
+    assert set(checks) == {"config", "secret key", "database", "ollama model llama3.2", "tenant padaria",
+                           "webhook padaria"}
     assert "connected, key accepted" in checks["tenant padaria"][1]
     assert "shared secret" in checks["tenant padaria"][1]
     asked = [r for r in peers.evolution.requests if r.path == "/instance/connectionState/padaria"]
@@ -713,7 +718,7 @@ def test_doctor_all_green_with_a_working_evolution_and_ollama(hf, peers):
     report = as_json(hf("doctor", "--json", ollama_host=peers.ollama.url))
     assert report["ok"] is True
     assert [c["name"] for c in report["checks"]] == ["config", "secret key", "database", "ollama model llama3.2",
-                                                    "tenant padaria"]
+                                                    "tenant padaria", "webhook padaria"]
     assert all(c["ok"] for c in report["checks"])
 
 

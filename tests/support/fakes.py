@@ -34,6 +34,9 @@ LICENSE_REQUIRED_BODY = {
 }
 """What Evolution 2.4.0 answers (HTTP 503) on business endpoints until its licence is activated."""
 
+README_WEBHOOK: Any = object()
+"""FakeEvolution.webhook's default: answer the webhook the README sets (see ``FakeEvolution``)."""
+
 _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -152,6 +155,10 @@ class FakeEvolution(_FakeServer):
       test decides when in-flight sends finish instead of guessing a delay.
     * ``echo_webhook_url``: the ``send.message`` webhook is POSTed (with ``echo_headers``) and awaited before
       the sendText answer, reproducing the echo that arrives before the send call returns.
+    * ``webhook``: what ``GET /webhook/find/{instance}`` answers. By default (``README_WEBHOOK``) the README's
+      settings in v2's stored names, pointing at ``echo_webhook_url`` with ``echo_headers``; a dict is answered as
+      it is (a v1 shape too); ``None`` answers ``null``, as v2 does when no webhook is set. ``webhook_status``
+      other than 200 answers that status with Evolution's error body instead.
     """
 
     def __init__(
@@ -184,11 +191,14 @@ class FakeEvolution(_FakeServer):
         self._sent_texts: list[dict] = []
         self._faults: list[_Fault] = []
         self._session: aiohttp.ClientSession | None = None
+        self.webhook: Any = README_WEBHOOK
+        self.webhook_status = 200
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"^/message/sendText/(?P<instance>[^/]+)$"), self._send_text),
             ("POST", re.compile(r"^/chat/sendPresence/(?P<instance>[^/]+)$"), self._send_presence),
             ("POST", re.compile(r"^/chat/markMessageAsRead/(?P<instance>[^/]+)$"), self._mark_read),
             ("GET", re.compile(r"^/instance/connectionState/(?P<instance>[^/]+)$"), self._connection_state),
+            ("GET", re.compile(r"^/webhook/find/(?P<instance>[^/]+)$"), self._find_webhook),
         ]
 
     @property
@@ -355,6 +365,25 @@ class FakeEvolution(_FakeServer):
         instance = params["instance"]
         state = self.states.get(instance, "open")
         return web.json_response({"instance": {"instanceName": instance, "state": state}})
+
+    async def _find_webhook(self, request: web.Request, params: dict[str, str], body: Any) -> web.StreamResponse:
+        if self.webhook_status != 200:
+            return _evolution_error(self.webhook_status, [_REASONS.get(self.webhook_status, "Error")])
+        if self.webhook is not README_WEBHOOK:
+            return web.json_response(self.webhook)
+        instance_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake-evolution/{params['instance']}"))
+        return web.json_response({  # the row Evolution 2.3 stores for the README's `POST /webhook/set`
+            "id": "cm" + secrets.token_hex(11),
+            "url": self.echo_webhook_url or "http://127.0.0.1:8000/webhooks/evolution",
+            "headers": dict(self.echo_headers),
+            "enabled": True,
+            "events": ["MESSAGES_UPSERT", "SEND_MESSAGE"],
+            "webhookByEvents": False,
+            "webhookBase64": False,
+            "createdAt": "2025-11-20T12:00:00.000Z",
+            "updatedAt": "2025-11-20T12:00:00.000Z",
+            "instanceId": instance_id,
+        })
 
 
 def create_jid(number: str) -> str:
