@@ -12,6 +12,7 @@ HybridFlowError
  │    └── UnknownSession    no session for this tenant + chat
  ├── Conflict               409: e.g. adding a tenant that exists
  ├── PayloadTooLarge        413
+ ├── DatabaseMissing        a command that only reads found no database (exit code 2)
  ├── Unavailable            503: a transient failure of ours (database down); Evolution retries
  ├── SendError              a call to Evolution failed (``transient`` says whether to retry)
  └── LLMError               the model failed (``transient`` says whether to retry)
@@ -82,6 +83,12 @@ class Conflict(HybridFlowError):
 class PayloadTooLarge(HybridFlowError):
     status = 413
     code = "payload_too_large"
+
+
+class DatabaseMissing(HybridFlowError):
+    status = 503
+    exit_code = 2
+    code = "database_missing"
 
 
 class Unavailable(HybridFlowError):

@@ -25,7 +25,7 @@ from sqlalchemy.engine import AdaptedConnection, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hybridflow.config import database_url_to_async
-from hybridflow.errors import ConfigError, HybridFlowError, Unavailable
+from hybridflow.errors import ConfigError, DatabaseMissing, HybridFlowError, Unavailable
 from hybridflow.migrations import MIGRATIONS, Migration, latest, migrate
 from hybridflow.models import SchemaInfo, SQLModel
 
@@ -150,13 +150,14 @@ async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 class Store:
     """The database: a writing engine and a reading engine (the same one on PostgreSQL)."""
 
-    def __init__(self, database_url: str, *, background_checkpoints: bool = False) -> None:
+    def __init__(self, database_url: str, *, background_checkpoints: bool = False, create: bool = True) -> None:
+        """``create``: a SQLite file (and its directory) that does not exist yet is created on first use."""
         self.url = database_url
         async_url = database_url_to_async(database_url)
         self.dialect = "sqlite" if async_url.startswith("sqlite") else "postgresql"
         if self.is_sqlite:
-            path = _sqlite_path(async_url)
-            if path is not None and path.parent and not path.parent.exists():
+            path = self.sqlite_path = _sqlite_path(async_url)
+            if create and path is not None and path.parent and not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
             # One writing connection: SQLite has one writer anyway, and more only queue on its lock.
             self.write_engine = create_async_engine(async_url, pool_size=1, max_overflow=0, pool_timeout=60)
@@ -189,6 +190,23 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
+
+    def missing(self) -> str | None:
+        """Why there is no database to read yet (a SQLite file that does not exist), else None. Asks nothing of
+        the database, so it creates nothing."""
+        if self.is_sqlite and self.sqlite_path is not None and not self.sqlite_path.exists():
+            return (f"no database at {self.sqlite_path.resolve()}: `hybridflow serve` or `hybridflow migrate` "
+                    "creates it; to use another one, give --database-url or HYBRIDFLOW_DATABASE_URL")
+        return None
+
+    async def require_schema(self) -> None:
+        """``DatabaseMissing`` unless the database exists and holds HybridFlow's schema."""
+        reason = self.missing()
+        if reason is None and await self.schema_version() is None:
+            reason = (f"{self.describe()} has no HybridFlow schema yet: `hybridflow serve` or `hybridflow migrate` "
+                      "creates it")
+        if reason is not None:
+            raise DatabaseMissing(reason)
 
     def describe(self) -> str:
         """The database for humans, without its password: the SQLite file, or PostgreSQL's user@host:port/db."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ from typer.testing import Result
 from hybridflow.config import CONFIG_ENV, ENV_PREFIX, FIELDS, Settings
 from hybridflow.crypto import generate_key
 from hybridflow.service import Service, TenantChanges
+from hybridflow.store import Store
 from tests.support.cli import invoke
 from tests.support.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama  # noqa: F401
 from tests.support.pg import Cluster, start_cluster, temporary_database
@@ -150,10 +152,20 @@ def with_settings(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes)
 
 
+async def _create_schema(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await store.create_schema()
+    finally:
+        await store.dispose()
+
+
 @pytest.fixture
 def hf(database_url: str) -> Callable[..., Result]:
-    """Run `hybridflow ARGS...` in-process against the test database; keyword arguments become HYBRIDFLOW_*."""
+    """Run `hybridflow ARGS...` in-process against the test database (created, with its schema, as `serve` or
+    `migrate` would have); keyword arguments become HYBRIDFLOW_*."""
     secret_key = generate_key()
+    asyncio.run(_create_schema(database_url))
 
     def run(*args: str, **settings: str) -> Result:
         env = {"HYBRIDFLOW_DATABASE_URL": database_url, "HYBRIDFLOW_SECRET_KEY": secret_key}

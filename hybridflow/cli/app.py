@@ -85,9 +85,10 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
 
 
 def run(ctx: typer.Context, action: Callable[[Service], Awaitable[T]], *, settings: Settings | None = None,
-        create_schema: bool = True, log_level: str | None = None) -> T:
+        create_schema: bool = True, readonly: bool = False, log_level: str | None = None) -> T:
     """Open the service (the same composition root as ``serve``), run ``action``, map errors to exit codes.
 
+    ``readonly`` commands never create a database: run in the wrong directory, they say which one they looked for.
     Commands log warnings and errors only (to stderr), unless the settings ask for more detail than ``info``.
     """
     settings = settings or settings_of(ctx)
@@ -96,7 +97,7 @@ def run(ctx: typer.Context, action: Callable[[Service], Awaitable[T]], *, settin
                       stream=sys.stderr)
 
     async def main() -> T:
-        async with Service.open(settings, create_schema=create_schema) as service:
+        async with Service.open(settings, create_schema=create_schema, create=not readonly) as service:
             return await action(service)
 
     return run_async(main)

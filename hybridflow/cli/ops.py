@@ -277,7 +277,7 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     if anything fails."""
     from hybridflow.service.doctor import diagnose
 
-    checks = run(ctx, diagnose, create_schema=False, log_level="error")
+    checks = run(ctx, diagnose, create_schema=False, readonly=True, log_level="error")
     if as_json:
         print_json({"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]})
     else:

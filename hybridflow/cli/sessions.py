@@ -39,7 +39,8 @@ def list_(
         except ValueError as exc:
             raise fail(f"invalid value for --since: {exc}", 2) from None
     views, total = run(ctx, lambda s: s.list_sessions(instance=instance, paused=True if paused else None,
-                                                      since=cutoff, limit=limit, offset=(page - 1) * limit))
+                                                      since=cutoff, limit=limit, offset=(page - 1) * limit),
+                       readonly=True)
     if as_json:
         print_json({"total": total, "page": page, "limit": limit, "sessions": [v.as_dict() for v in views]})
         return
@@ -90,7 +91,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show one chat: its state, pause/resume history, transcript and replies."""
-    detail = run(ctx, lambda s: s.session_detail(instance, chat, limit=limit))
+    detail = run(ctx, lambda s: s.session_detail(instance, chat, limit=limit), readonly=True)
     if as_json:
         print_json(detail.as_dict())
     else:

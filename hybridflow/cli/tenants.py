@@ -130,15 +130,19 @@ def update(
     _warn_gaps(tenant)
 
 
+async def _tenants_and_database(service: Service) -> tuple[list[TenantConfig], str]:
+    return await service.list_tenants(), service.store.describe()
+
+
 @app.command("list")
 def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List the tenants with their effective settings (secrets are never shown)."""
-    tenants = run(ctx, Service.list_tenants)
+    tenants, database = run(ctx, _tenants_and_database, readonly=True)
     if as_json:
         print_json([t.public() for t in tenants])
         return
     if not tenants:
-        out.print("No tenants yet. Add one: hybridflow tenants add INSTANCE --prompt '...'")
+        out.print(f"No tenants yet in {escape(database)}. Add one: hybridflow tenants add INSTANCE --prompt '...'")
         return
     table = Table("instance", "model", "resume after", "debounce", "evolution url", "api key", "webhook auth")
     for t in tenants:
@@ -152,7 +156,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
 def show(ctx: typer.Context, instance: str = typer.Argument(..., help="The Evolution instance name."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Show one tenant, its prompt included."""
-    tenant = run(ctx, lambda s: s.tenant(instance))
+    tenant = run(ctx, lambda s: s.tenant(instance), readonly=True)
     if as_json:
         print_json(tenant.public())
     else:

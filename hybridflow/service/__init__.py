@@ -78,15 +78,21 @@ class Service:
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings, *, evolution: EvolutionClient | None = None, llm: LLMClient | None = None,
                    clock: Clock = utcnow, serving: bool = False, worker_id: str | None = None,
-                   create_schema: bool = True) -> AsyncIterator[Service]:
-        """Build the service with its database (schema created or migrated) and peer clients; close them after."""
-        store = Store(settings.database_url, background_checkpoints=serving)
+                   create_schema: bool = True, create: bool = True) -> AsyncIterator[Service]:
+        """Build the service with its database (schema created or migrated) and peer clients; close them after.
+
+        ``create=False`` (commands that only read): a database that does not exist yet is not created; with
+        ``create_schema`` (migrate what exists), ``DatabaseMissing`` then says which database was looked for.
+        """
+        store = Store(settings.database_url, background_checkpoints=serving, create=create)
         evolution = evolution or EvolutionClient(timeout=settings.evolution_timeout)
         llm = llm or LLMClient(host=settings.ollama_host, timeout=settings.ollama_timeout)
         try:
+            service = cls(settings, store, evolution, llm, clock=clock, worker_id=worker_id)  # checks the settings
             if create_schema:
+                if not create:
+                    await store.require_schema()
                 await store.create_schema()
-            service = cls(settings, store, evolution, llm, clock=clock, worker_id=worker_id)
             await service.writer.start()
             try:
                 yield service

@@ -38,6 +38,9 @@ class Check:
 
 
 async def _database(service: Service) -> Check:
+    missing = service.store.missing()
+    if missing is not None:  # asking SQLite would create the file
+        return Check("database", False, missing)
     try:
         await service.store.ping()
         version = await service.store.schema_version()
@@ -287,7 +290,8 @@ async def diagnose(service: Service) -> list[Check]:
         except HybridFlowError as exc:
             checks.append(Check("tenants", False, exc.message))
     if database.ok and not tenants:
-        checks.append(Check("tenants", False, "none yet: hybridflow tenants add INSTANCE --prompt ..."))
+        checks.append(Check("tenants", False, f"none yet in {service.store.describe()}: "
+                                              "hybridflow tenants add INSTANCE --prompt ..."))
     models: dict[str, list[str]] = {}
     for tenant in tenants:
         models.setdefault(tenant.model, []).append(tenant.instance)

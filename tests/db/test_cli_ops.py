@@ -24,7 +24,7 @@ from hybridflow.models import SCHEMA_VERSION
 from tests.support.builders import CUSTOMER, EXPECTED, FIXTURES, owner, upsert
 from tests.support.fakes import FakeEvolution, FakeOllama
 from tests.support.ports import closed_port_url
-from tests.support.cli import as_json, json_documents, lines_of_table, ok, one_line_error, table_rows
+from tests.support.cli import invoke, as_json, json_documents, lines_of_table, ok, one_line_error, table_rows
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -408,6 +408,7 @@ def test_sessions_list_pages_through_many_sessions(hf, tmp_path):
 
 
 def test_sessions_list_empty(hf):
+    ok(hf("migrate"))  # an empty database (listing never creates one: tests/db/test_readonly_commands.py)
     assert "No sessions yet" in ok(hf("sessions", "list")).stdout
     assert sessions(hf) == {"total": 0, "page": 1, "limit": 50, "sessions": []}
 
@@ -667,9 +668,10 @@ def checklist(output: str) -> dict[str, tuple[bool, str]]:
     return found
 
 
-def test_doctor_with_nothing_set_up_fails_and_lists_what_is_wrong(hf):
-    settings = {"secret_key": "", "ollama_host": closed_port_url()}
-    result = hf("doctor", **settings)
+def test_doctor_with_nothing_set_up_fails_and_lists_what_is_wrong(isolated):
+    database = isolated / "hybridflow.db"
+    env = {"HYBRIDFLOW_SECRET_KEY": "", "HYBRIDFLOW_OLLAMA_HOST": closed_port_url()}
+    result = invoke("--database-url", f"sqlite:///{database}", "doctor", env=env)
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     checks = checklist(result.stdout)
@@ -677,14 +679,20 @@ def test_doctor_with_nothing_set_up_fails_and_lists_what_is_wrong(hf):
     failing = {name for name, (passed, _) in checks.items() if not passed}
     assert failing == {"secret key", "database", "ollama model llama3.2"}
     assert "hybridflow keys generate" in checks["secret key"][1]
-    assert "no HybridFlow schema" in checks["database"][1]
+    assert f"no database at {database}" in checks["database"][1] and "hybridflow migrate" in checks["database"][1]
     assert "cannot connect to Ollama" in checks["ollama model llama3.2"][1]
+    assert not database.exists()  # doctor creates nothing
 
-    again = checklist(hf("doctor", **settings).stdout)  # doctor does not create the schema
-    assert "no HybridFlow schema" in again["database"][1]
-    report = json.loads(hf("doctor", "--json", **settings).stdout)
+    report = json.loads(invoke("--database-url", f"sqlite:///{database}", "doctor", "--json", env=env).stdout)
     assert report["ok"] is False
     assert {c["name"] for c in report["checks"] if not c["ok"]} == failing
+
+
+def test_doctor_on_a_database_without_the_schema_says_so_and_leaves_it(postgres_url):
+    env = {"HYBRIDFLOW_OLLAMA_HOST": closed_port_url()}
+    for _ in range(2):  # doctor does not create the schema
+        checks = checklist(invoke("--database-url", postgres_url, "doctor", env=env).stdout)
+        assert checks["database"][0] is False and "no HybridFlow schema" in checks["database"][1]
 
 
 def test_doctor_with_a_schema_but_no_tenant_says_to_add_one(hf, peers):
