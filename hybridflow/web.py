@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -108,15 +107,27 @@ async def session_show(request: web.Request) -> web.Response:
     return web.json_response(view.as_dict())
 
 
+async def _pause_for(request: web.Request) -> object:
+    """The pause's duration: ``?for=30m`` or a JSON body ``{"for": "30m"}``; None (until resumed) when neither.
+    A body that says something else is refused rather than read as "until resumed"."""
+    duration: object = request.query.get("for")
+    raw = (await request.read()).strip()
+    if not raw:
+        return duration
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest('the body must be JSON such as {"for": "30m"} (with Content-Type: application/json), '
+                         f"or no body and ?for=30m; got {raw[:40]!r}") from None
+    if not isinstance(body, dict) or set(body) - {"for"}:
+        raise BadRequest('the body must be {"for": "<duration>"} (the only field), e.g. {"for": "30m"}')
+    return body["for"] if body.get("for") is not None else duration
+
+
 async def session_pause(request: web.Request) -> web.Response:
     """POST /sessions/{instance}/{chat_id}/pause, optionally {"for": "30m"} or ?for=30m."""
     _require_admin(request)
-    duration = request.query.get("for")
-    if request.can_read_body:
-        with contextlib.suppress(ValueError):
-            body = await request.json()
-            if isinstance(body, dict) and body.get("for") is not None:
-                duration = body["for"]
+    duration = await _pause_for(request)
     try:
         seconds = parse_duration(duration) if duration is not None else None
     except ValueError as exc:

@@ -134,3 +134,5 @@ def resume(
         print_json(view.as_dict())
     else:
         out.print(f"[green]▶[/green] {view.instance} · {view.chat_id}: {_state(view)}")
+        if view.note:
+            err.print(f"note: {view.note}", markup=False)

@@ -291,7 +291,9 @@ class Sessions:
 
         A complete number or JID no chat has yet creates the session; the view's ``note`` says so.
         """
-        resumes_at = now + timedelta(seconds=duration) if duration else None
+        if duration is not None and duration <= 0:
+            raise BadRequest("a pause must last longer than 0 s (without a duration it lasts until resumed)")
+        resumes_at = now + timedelta(seconds=duration) if duration is not None else None
         async with self.store.write() as conn:
             chat_id, note = (await resolve_chat(conn, tenant, chat)).existing_or_new()
             key = (tenant.id, chat_id)
@@ -315,9 +317,10 @@ class Sessions:
                 SESSIONS.c.tenant_id == tenant.id, SESSIONS.c.chat_id == chat_id).values(
                 is_paused=False, pause_reason=None, paused_by=None, paused_at=None, resumes_at=None, updated_at=now,
             ).returning(SESSIONS.c.id))).scalar_one()
-            if view.is_paused:
-                await conn.execute(sa.insert(EVENTS).values(
-                    tenant_id=tenant.id, session_id=sid, at=now, change="resumed", reason=OPERATOR, actor=actor))
+            if not view.is_paused:
+                return replace(view, note="the chat was not paused: nothing changed")
+            await conn.execute(sa.insert(EVENTS).values(
+                tenant_id=tenant.id, session_id=sid, at=now, change="resumed", reason=OPERATOR, actor=actor))
             return await self._get(conn, tenant, chat_id)
 
     async def sweep(self, now: datetime) -> list[SessionView]:
