@@ -167,3 +167,19 @@ async def test_dry_run_keeps_nothing(service: Service, tenant, fake_ollama) -> N
     assert reply and "Vocês abrem domingo?" in reply
     assert await count(service, Message) == 0
     assert await count(service, ChatSession) == 0
+
+
+@pytest.mark.parametrize(("content", "action"), [
+    ({"locationMessage": {"degreesLatitude": -23.5, "degreesLongitude": -46.6, "name": "Padaria Boa",
+                          "address": "Rua das Flores, 10"}}, "reply_queued"),
+    ({"locationMessage": {"degreesLatitude": -23.5, "degreesLongitude": -46.6}}, "stored"),
+    ({"contactMessage": {"displayName": "João", "vcard": "BEGIN:VCARD\nEND:VCARD"}}, "reply_queued"),
+    ({"buttonsResponseMessage": {"selectedButtonId": "b1", "selectedDisplayText": "Quero encomendar"}},
+     "reply_queued"),
+    ({"reactionMessage": {"key": {"id": "X"}, "text": "👍"}}, "stored"),
+])
+async def test_what_the_readme_decision_table_says_is_answered(service: Service, tenant, content, action) -> None:
+    body = upsert("unused")
+    body["data"]["message"] = content
+    body["data"]["messageType"] = next(iter(content))
+    assert (await service.ingest(body, raw(body))).action == action
