@@ -8,6 +8,7 @@ sections 1-3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class Event:
     is_message: bool
     supported: bool
     reason: str | None
+    owner_jid: str | None = None  # the instance's own number (the envelope's ``sender``), when Evolution sent it
 
     @property
     def sent_by_instance(self) -> bool:
@@ -185,7 +187,9 @@ def parse_event(body: object) -> Event:
     if not name:
         return _unsupported(name, instance, apikey, "missing event")
     if name in MESSAGE_EVENTS:
-        return _message_event(name, instance, apikey, data)
+        event = _message_event(name, instance, apikey, data)
+        owner = _jid(body.get("sender"))
+        return dataclasses.replace(event, owner_jid=owner) if owner and _domain(owner) == _PHONE_DOMAIN else event
     return _other_event(name, instance, apikey, data)
 
 

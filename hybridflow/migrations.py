@@ -79,6 +79,14 @@ _SQLITE_V2 = [
 ]
 
 
+def _contacts_table(id_type: str, timestamp: str) -> str:
+    return f"""CREATE TABLE tenant_contacts (
+        id {id_type} NOT NULL, tenant_id INTEGER NOT NULL, rule VARCHAR(10) NOT NULL, chat_id VARCHAR NOT NULL,
+        label VARCHAR NOT NULL, created_at {timestamp} NOT NULL, PRIMARY KEY (id),
+        CONSTRAINT uq_tenant_contacts_rule_chat UNIQUE (tenant_id, rule, chat_id),
+        FOREIGN KEY(tenant_id) REFERENCES tenants (id))"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "reply jobs get a kind; uniqueness per kind", {
         "sqlite": _SQLITE_V2,
@@ -91,6 +99,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX uq_reply_jobs_one_queued_reply ON reply_jobs (session_id) "
             "WHERE status = 'queued' AND kind = 'reply'",
         ],
+    }),
+    Migration(3, "tenants' ignore and allow lists", {
+        "sqlite": [_contacts_table("INTEGER", "DATETIME")],
+        "postgresql": [_contacts_table("SERIAL", "TIMESTAMP WITH TIME ZONE")],
     }),
 )
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 # The version of the schema these tables describe. A change to them is a step in ``hybridflow.migrations``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class JobStatus(StrEnum):
@@ -208,9 +208,25 @@ class ReplyJob(SQLModel, table=True):
     sent_at: datetime | None = _ts()
 
 
+class TenantContact(SQLModel, table=True):
+    """A chat on one of a tenant's audience lists: ``ignore`` (never answered) or ``allow`` (pilot mode: when the
+    tenant has any, only those chats are answered). A typed number is stored as each chat id it can be."""
+
+    __tablename__ = "tenant_contacts"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "rule", "chat_id", name="uq_tenant_contacts_rule_chat"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
+    rule: str = Field(max_length=10)  # ignore | allow
+    chat_id: str = Field(nullable=False)
+    label: str = Field(nullable=False)  # the number as the operator gave it, normalized (+5511987654321)
+    created_at: datetime = _ts(nullable=False)
+
+
 # The tables as Core objects, for the statements of every module.
 TENANTS = Tenant.__table__
 SESSIONS = ChatSession.__table__
 MESSAGES = Message.__table__
 EVENTS = SessionEvent.__table__
 JOBS = ReplyJob.__table__
+CONTACTS = TenantContact.__table__

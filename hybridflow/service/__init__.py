@@ -238,6 +238,17 @@ class Service:
         log.info("tenant.removed", tenant=instance, history=history, **counts)
         return counts
 
+    async def audience(self, instance: str, rule: str) -> list[tuple[str, list[str]]]:
+        """The tenant's ``ignore`` or ``allow`` list: each number as given, with the chat ids it matches."""
+        return await self.tenants.audience(instance, rule)
+
+    async def change_audience(self, instance: str, rule: str, typed: list[str], *, add: bool) -> list[str]:
+        """Add numbers to (or remove them from) the tenant's ``ignore`` or ``allow`` list; returns what changed.
+        A running ``serve`` applies it within the tenant cache's few seconds."""
+        changed = await self.tenants.change_audience(instance, rule, typed, self.clock(), add=add)
+        log.info("tenant.audience_changed", tenant=instance, rule=rule, added=add, entries=len(changed))
+        return changed
+
     async def tenant(self, instance: str) -> TenantConfig:
         return await self.tenants.get(instance, cached=False)
 

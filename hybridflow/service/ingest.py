@@ -56,6 +56,9 @@ CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BO
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
 
+# Why a message is only stored.
+IGNORED_CONTACT, NOT_ALLOWED, OWN_CHAT = "ignored_contact", "not_allowed", "own_chat"
+
 # An echo of our own reply is recognised by its id, or by chat + text within this window (the echo can arrive
 # before the send call has returned the id).
 ECHO_WINDOW = timedelta(minutes=10)
@@ -155,6 +158,13 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         return DUPLICATE, None
     session.last_message_at = now
     session.dirty = True
+    # Audience rules come first: in an ignored chat not even the owner's messages pause anything.
+    if event.chat_jid in tenant.ignored:
+        return STORED, IGNORED_CONTACT
+    if tenant.allowed and event.author == CUSTOMER and event.chat_jid not in tenant.allowed:
+        return STORED, NOT_ALLOWED
+    if event.chat_jid == event.owner_jid:  # "Message yourself": the owner's own notes are never answered
+        return STORED, OWN_CHAT
     if event.chat_kind in (ev.BROADCAST, ev.NEWSLETTER):
         return STORED, event.chat_kind
     if event.chat_kind == ev.GROUP and not tenant.allow_groups:

@@ -15,14 +15,15 @@ import sqlalchemy as sa
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
-from hybridflow import jobs
-from hybridflow.models import EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
+from hybridflow import jobs, numbers
+from hybridflow.models import CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.store import Store
 
 HISTORY = (JOBS, EVENTS, MESSAGES, SESSIONS)  # a tenant's rows, in an order that deletes them safely
 CACHE_SECONDS = 5.0
 API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
+IGNORE, ALLOW = "ignore", "allow"  # the audience lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class TenantConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     jwt_key: str | None = field(default=None, repr=False)
     secret_error: str | None = None
+    ignored: frozenset[str] = frozenset()  # chat ids never answered
+    allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
     def gaps(self) -> list[str]:
         """What is missing for the tenant to work safely; said when it is saved, not refused."""
@@ -129,6 +132,29 @@ def _check_auth(*, secret: bool, jwt_key: bool, api_version: str) -> None:
                          "secret or a JWT: remove them, or use --api-version v2")
 
 
+def _rule(rule: str) -> str:
+    if rule not in (IGNORE, ALLOW):
+        raise BadRequest(f"an audience list is 'ignore' or 'allow', not {rule!r}")
+    return rule
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    typed: str
+    label: str
+    jids: tuple[str, ...]
+
+
+def _audience_entry(typed: str) -> _Entry:
+    """A number for a list must be complete: '+55 11 98765-4321' is every chat id that number can have."""
+    chat = numbers.parse_chat(typed)
+    if not chat.complete:
+        raise BadRequest(f"{chat.problem}; give the full number, e.g. +55 11 98765-4321")
+    first = chat.jids[0]
+    label = first if chat.is_jid else "+" + first.partition("@")[0]
+    return _Entry(typed, label, chat.jids)
+
+
 class Tenants:
     """Tenant storage and lookup."""
 
@@ -147,7 +173,7 @@ class Tenants:
         except HybridFlowError as exc:
             return None, exc.message
 
-    def _config(self, row: Any) -> TenantConfig:
+    def _config(self, row: Any, lists: dict[str, frozenset[str]] | None = None) -> TenantConfig:
         s = self.settings
         api_key, err1 = self._decrypt(row.api_key_enc)
         secret, err2 = self._decrypt(row.webhook_secret_enc)
@@ -172,7 +198,22 @@ class Tenants:
             webhook_secret=secret,
             jwt_key=jwt_key,
             secret_error=err1 or err2 or err3,
+            ignored=(lists or {}).get(IGNORE, frozenset()),
+            allowed=(lists or {}).get(ALLOW, frozenset()),
         )
+
+    async def _load(self, query: sa.Select) -> list[TenantConfig]:
+        """Tenants with their audience lists, read in one transaction."""
+        async with self.store.read() as conn:
+            rows = (await conn.execute(query)).all()
+            lists: dict[int, dict[str, set[str]]] = {}
+            if rows:
+                found = await conn.execute(sa.select(CONTACTS.c.tenant_id, CONTACTS.c.rule, CONTACTS.c.chat_id).where(
+                    CONTACTS.c.tenant_id.in_([row.id for row in rows])))
+                for tenant_id, rule, chat_id in found:
+                    lists.setdefault(tenant_id, {}).setdefault(rule, set()).add(chat_id)
+        return [self._config(row, {rule: frozenset(ids) for rule, ids in lists.get(row.id, {}).items()})
+                for row in rows]
 
     async def get(self, instance: str, *, cached: bool = True, removed_too: bool = False) -> TenantConfig:
         """The tenant of an Evolution instance; ``UnknownInstance`` when there is none. ``removed_too`` also finds
@@ -182,15 +223,14 @@ class Tenants:
         if cached and hit and hit[0] > now:
             return hit[1]
         query = sa.select(TENANTS).where(TENANTS.c.instance == instance)
-        async with self.store.read() as conn:
-            row = (await conn.execute(query if removed_too else query.where(TENANTS.c.removed_at.is_(None)))).first()
-        if row is not None and row.removed_at is not None:
-            return self._config(row)  # never cached: webhooks of a removed tenant must keep answering 404
-        if row is None:
+        found = await self._load(query if removed_too else query.where(TENANTS.c.removed_at.is_(None)))
+        if not found:
             self._cache.pop(instance, None)
             raise UnknownInstance(
                 f"unknown instance {instance!r}: add it with `hybridflow tenants add {shlex.quote(instance)}`")
-        config = self._config(row)
+        config = found[0]
+        if removed_too:
+            return config  # never cached: webhooks of a removed tenant must keep answering 404
         self._cache[instance] = (now + CACHE_SECONDS, config)
         return config
 
@@ -204,11 +244,10 @@ class Tenants:
         hit = self._by_id.get(tenant_id)
         if hit and hit[0] > now:
             return hit[1]
-        async with self.store.read() as conn:
-            row = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.id == tenant_id))).first()
-        if row is None:
+        found = await self._load(sa.select(TENANTS).where(TENANTS.c.id == tenant_id))
+        if not found:
             raise UnknownInstance(f"tenant {tenant_id} no longer exists")
-        config = self._config(row)
+        config = found[0]
         self._by_id[tenant_id] = (now + CACHE_SECONDS, config)
         return config
 
@@ -222,10 +261,42 @@ class Tenants:
         return close[0] if close else None
 
     async def list(self) -> list[TenantConfig]:
+        return await self._load(sa.select(TENANTS).where(TENANTS.c.removed_at.is_(None)).order_by(TENANTS.c.instance))
+
+    async def audience(self, instance: str, rule: str) -> list[tuple[str, list[str]]]:
+        """A tenant's ignore or allow list: each entry as given (normalized) with the chat ids it matches."""
+        tenant = await self.get(instance, cached=False)
         async with self.store.read() as conn:
-            rows = (await conn.execute(
-                sa.select(TENANTS).where(TENANTS.c.removed_at.is_(None)).order_by(TENANTS.c.instance))).all()
-        return [self._config(row) for row in rows]
+            rows = await conn.execute(sa.select(CONTACTS.c.label, CONTACTS.c.chat_id).where(
+                CONTACTS.c.tenant_id == tenant.id, CONTACTS.c.rule == _rule(rule)).order_by(CONTACTS.c.id))
+            entries: dict[str, list[str]] = {}
+            for label, chat_id in rows:
+                entries.setdefault(label, []).append(chat_id)
+        return list(entries.items())
+
+    async def change_audience(self, instance: str, rule: str, typed: list[str], now: datetime, *,
+                              add: bool) -> list[str]:
+        """Add numbers (or chat ids) to a list, or remove them; all or nothing. Returns the entries changed."""
+        tenant = await self.get(instance, cached=False)
+        if not typed:
+            raise BadRequest("give at least one number or chat id")
+        parsed = [(entry.typed, entry.label, entry.jids) for entry in map(_audience_entry, typed)]
+        changed = []
+        async with self.store.write() as conn:
+            for _typed, label, jids in parsed:
+                where = sa.and_(CONTACTS.c.tenant_id == tenant.id, CONTACTS.c.rule == _rule(rule),
+                                CONTACTS.c.chat_id.in_(jids))
+                present = set((await conn.execute(sa.select(CONTACTS.c.chat_id).where(where))).scalars())
+                if add and present != set(jids):
+                    await conn.execute(sa.insert(CONTACTS), [
+                        {"tenant_id": tenant.id, "rule": _rule(rule), "chat_id": jid, "label": label, "created_at": now}
+                        for jid in jids if jid not in present])
+                    changed.append(label)
+                elif not add and present:
+                    await conn.execute(sa.delete(CONTACTS).where(where))
+                    changed.append(label)
+        self._forget(instance)
+        return changed
 
     def _values(self, changes: TenantChanges) -> dict[str, Any]:
         if changes.api_version is not None and changes.api_version not in API_VERSIONS:
@@ -321,6 +392,7 @@ class Tenants:
                     f"tenant {instance!r} has history ({counts['messages']} messages, {counts['sessions']} sessions); "
                     "pass --keep-history or --delete-history"
                 )
+            await conn.execute(sa.delete(CONTACTS).where(CONTACTS.c.tenant_id == tenant.id))  # settings, not history
             if history == "keep":
                 await conn.run_sync(jobs.cancel_for_tenant, tenant.id, now, "the tenant was removed")
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(removed_at=now))

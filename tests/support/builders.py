@@ -15,6 +15,7 @@ FIXTURES = REPO / "fixtures"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
 WEBHOOK_FIXTURES = sorted(name for name in EXPECTED if not name.startswith("_"))
 CUSTOMER = "5511987654321@s.whatsapp.net"
+OWN_NUMBER = "5511955550000@s.whatsapp.net"  # the test instance's own number: every envelope's "sender"
 
 
 def fixture(name: str) -> tuple[dict[str, Any], str]:
@@ -45,7 +46,7 @@ def upsert(text: str | None = "Olá, vocês abrem domingo?", *, instance: str = 
         },
         "destination": "http://127.0.0.1/webhooks/evolution",
         "date_time": "2025-11-24T12:00:00.000Z",
-        "sender": "5511900000001@s.whatsapp.net",
+        "sender": OWN_NUMBER,
         "server_url": "http://127.0.0.1:8080",
         "apikey": None,
     }
