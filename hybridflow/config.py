@@ -104,6 +104,23 @@ def parse_url(value: Any) -> str:
     return text
 
 
+DEFAULT_REPLY_CAP = (20, 600.0)  # model replies per chat, in a rolling window of seconds
+
+
+def parse_reply_cap(value: Any) -> tuple[int, float]:
+    """``20/10m`` -> (20, 600.0): at most 20 model replies per chat in any 10 minutes; ``off`` -> (0, 0.0)."""
+    text = str(value).strip().lower()
+    if text in ("off", "0", "none"):
+        return 0, 0.0
+    count, slash, window = text.partition("/")
+    if not slash or not count.strip().isdigit() or int(count) < 1:
+        raise ValueError(f"expected replies/window such as 20/10m, or off; got {value!r}")
+    seconds = parse_duration(window.strip())
+    if seconds <= 0:
+        raise ValueError(f"the window of {value!r} must be longer than 0 s")
+    return int(count), seconds
+
+
 def parse_optional_url(value: Any) -> str | None:
     return parse_url(value) if parse_str(value).strip() else None
 

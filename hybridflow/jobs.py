@@ -133,6 +133,23 @@ def cancel_for_tenant(conn: Connection, tenant_id: int, now: datetime, reason: s
     return result.rowcount
 
 
+def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime) -> dict[int, tuple[list[datetime], bool]]:
+    """For the reply cap: per chat, when its model replies since ``since`` were started (those that were not
+    dropped by a pause or a removal), and whether one is waiting now (a new message joins it: no new reply)."""
+    ids = list(session_ids)
+    found: dict[int, tuple[list[datetime], bool]] = {}
+    if not ids:
+        return found
+    rows = conn.execute(sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
+        JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
+        JOBS.c.status.not_in([SKIPPED_PAUSED, CANCELLED])))
+    for session_id, created_at, status in rows:
+        started, waiting = found.get(session_id, ([], False))
+        started.append(created_at)
+        found[session_id] = (started, waiting or status == QUEUED)
+    return found
+
+
 # -- the worker's transitions ---------------------------------------------------------------------------------
 
 

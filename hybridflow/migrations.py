@@ -100,9 +100,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE status = 'queued' AND kind = 'reply'",
         ],
     }),
-    Migration(3, "tenants' ignore and allow lists", {
-        "sqlite": [_contacts_table("INTEGER", "DATETIME")],
-        "postgresql": [_contacts_table("SERIAL", "TIMESTAMP WITH TIME ZONE")],
+    Migration(3, "tenants' ignore and allow lists; the per-chat reply cap", {
+        "sqlite": [_contacts_table("INTEGER", "DATETIME"),
+                   "ALTER TABLE tenants ADD COLUMN reply_cap_count INTEGER",
+                   "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT"],
+        "postgresql": [_contacts_table("SERIAL", "TIMESTAMP WITH TIME ZONE"),
+                       "ALTER TABLE tenants ADD COLUMN reply_cap_count INTEGER",
+                       "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT"],
     }),
 )
 

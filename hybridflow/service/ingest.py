@@ -48,6 +48,7 @@ class Reason(StrEnum):
     API_TAKEOVER = "api_takeover"
     AUTO_RESUME = "auto_resume"
     OPERATOR = "operator"
+    RATE_LIMITED = "rate_limited"  # the chat's reply cap was reached
 
 
 REPLY_QUEUED, PAUSED, IGNORED_PAUSED = Action.REPLY_QUEUED, Action.PAUSED, Action.IGNORED_PAUSED
@@ -55,6 +56,7 @@ DUPLICATE, OWN_MESSAGE, STORED, IGNORED_EVENT = Action.DUPLICATE, Action.OWN_MES
 CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BOT
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
+RATE_LIMITED = Reason.RATE_LIMITED
 
 # Why a message is only stored.
 IGNORED_CONTACT, NOT_ALLOWED, OWN_CHAT = "ignored_contact", "not_allowed", "own_chat"
@@ -149,8 +151,13 @@ def _change(change: str, reason: str, actor: str, at: datetime, message_id: str 
             "resumes_at": resumes_at}
 
 
-def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bool, echo: bool) -> tuple[str, str | None]:
-    """The action for one message, applying its effect to ``session``. Returns (action, reason)."""
+def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bool, echo: bool,
+           recent_replies: int = 0, reply_waiting: bool = False) -> tuple[str, str | None]:
+    """The action for one message, applying its effect to ``session``. Returns (action, reason).
+
+    ``recent_replies``: model replies the chat got within the tenant's reply-cap window; ``reply_waiting``: a
+    reply is queued for it already (the message joins it, so it starts no new reply).
+    """
     event, tenant = item.event, item.tenant
     if echo:
         return OWN_MESSAGE, None
@@ -182,6 +189,11 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         return IGNORED_PAUSED, session.pause_reason
     if event.kind not in (ev.TEXT, ev.MEDIA) or not event.text:
         return STORED, event.kind if event.kind != ev.MEDIA else "media_without_text"
+    cap, _window = tenant.reply_cap
+    if cap and not reply_waiting and recent_replies >= cap:
+        # Another bot (an auto-responder) on the other side: stop the loop as if the owner had taken over.
+        session.pause(RATE_LIMITED, "guard", now, now + timedelta(seconds=tenant.resume_after), event.message_id)
+        return PAUSED, RATE_LIMITED
     return REPLY_QUEUED, None
 
 
@@ -248,6 +260,17 @@ def _is_echo(item: Inbound, sends: _OwnSends, matched: dict[int, str]) -> bool:
     return True
 
 
+def _replies_started(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
+                     now: datetime) -> dict[int, tuple[list[datetime], bool]]:
+    """What the reply cap needs for the chats of the batch's customer messages (tenants with a cap only)."""
+    capped = [i for i in items if i.tenant.reply_cap[0] and i.event.author == CUSTOMER]
+    if not capped:
+        return {}
+    longest = max(i.tenant.reply_cap[1] for i in capped)
+    ids = {sessions[(i.tenant.id, i.event.chat_jid)].id for i in capped}
+    return jobs.recent_replies(conn, ids, now - timedelta(seconds=longest))
+
+
 def _message_row(item: Inbound, session: SessionState, now: datetime, action: str, author: Author) -> dict[str, Any]:
     event = item.event
     return {
@@ -265,6 +288,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     sessions = {key: SessionState.from_row(row) for key, row in lock_sessions(conn, keys, now).items()}
     stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items})
     sends = own_sends(conn, items, sessions, now)
+    started = _replies_started(conn, items, sessions, now)
     matched_echoes: dict[int, str] = {}
     results, messages, replies = [], [], []
     for item in items:
@@ -273,7 +297,12 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         duplicate = key in stored
         # Our own reply is stored when it is sent: a late (or repeated) echo of it finds that row.
         echo = stored.get(key) == BOT or _is_echo(item, sends, matched_echoes)
-        action, reason = decide(item, session, now, duplicate=duplicate, echo=echo)
+        times, waiting = started.get(session.id, ([], False))
+        since = now - timedelta(seconds=item.tenant.reply_cap[1])
+        action, reason = decide(item, session, now, duplicate=duplicate, echo=echo,
+                                recent_replies=sum(1 for t in times if t >= since), reply_waiting=waiting)
+        if action == REPLY_QUEUED and not waiting:
+            started[session.id] = ([*times, now], True)  # later messages of this batch join this reply
         if not duplicate:
             stored[key] = author = BOT if echo else event.author
             messages.append(_message_row(item, session, now, action, author))

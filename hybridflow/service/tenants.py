@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hybridflow.config import Settings
+from hybridflow.config import DEFAULT_REPLY_CAP, Settings, parse_reply_cap
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
 from hybridflow import jobs, numbers
@@ -49,6 +49,7 @@ class TenantConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     jwt_key: str | None = field(default=None, repr=False)
     secret_error: str | None = None
+    reply_cap: tuple[int, float] = DEFAULT_REPLY_CAP  # (replies, window in seconds); (0, 0) when off
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -100,6 +101,7 @@ class TenantChanges:
     allow_groups: bool | None = None
     send_presence: bool | None = None
     mark_read: bool | None = None
+    reply_cap: str | None = None  # "20/10m" or "off"
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -118,7 +120,7 @@ class SavedTenant:
 SETTING_DEFAULTS: dict[str, Any] = {
     "prompt": None, "evolution_url": None, "api_key_enc": None, "webhook_secret_enc": None, "jwt_key_enc": None,
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
-    "send_presence": False, "mark_read": False,
+    "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
 }
 
 
@@ -190,6 +192,8 @@ class Tenants:
             allow_groups=row.allow_groups,
             send_presence=row.send_presence,
             mark_read=row.mark_read,
+            reply_cap=DEFAULT_REPLY_CAP if row.reply_cap_count is None else (row.reply_cap_count,
+                                                                             row.reply_cap_window or 0.0),
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -317,6 +321,11 @@ class Tenants:
             value = getattr(changes, name)
             if value is not None:
                 values[f"{name}_enc"] = self.secrets.encrypt(value) if value else None
+        if changes.reply_cap is not None:
+            try:
+                values["reply_cap_count"], values["reply_cap_window"] = parse_reply_cap(changes.reply_cap)
+            except ValueError as exc:
+                raise BadRequest(f"invalid --reply-cap: {exc}") from None
         return values
 
     async def add(self, instance: str, changes: TenantChanges, now: datetime, *, update: bool = False) -> SavedTenant:

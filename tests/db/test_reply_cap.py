@@ -1,0 +1,77 @@
+"""The per-chat reply cap: a conversation with another bot (an auto-responder) stops by itself. The N-th model
+reply within the window goes out; the message that would start reply N+1 pauses the chat (rate_limited) for the
+tenant's resume_after instead, on both databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from hybridflow.errors import BadRequest
+from hybridflow.service import Service, TenantChanges
+from tests.conftest import FakeClock
+from tests.support.builders import raw, upsert
+from tests.support.fakes import FakeEvolution
+
+
+async def say(service: Service, text: str) -> tuple[str, str | None]:
+    body = upsert(text)
+    result = await service.ingest(body, raw(body))
+    return result.action, result.reason
+
+
+async def answer_all(service: Service) -> int:
+    """What a worker does: claim the due replies and send them; returns how many were sent."""
+    sent = 0
+    for job in await service.replies.claim(10):
+        sent += await service.replies.run(job) == "sent"
+    return sent
+
+
+async def test_the_reply_after_the_cap_pauses_the_chat_instead(service: Service, tenant, clock: FakeClock,
+                                                              fake_evolution: FakeEvolution):
+    await service.update_tenant("test-instance", TenantChanges(reply_cap="3/10m", resume_after=3600))
+    for n in range(3):  # replies 1..3 within ten minutes: each goes out
+        assert await say(service, f"Olá, sou um robô ({n})") == ("reply_queued", None)
+        assert await answer_all(service) == 1
+        clock.advance(minutes=2)
+    assert await say(service, "Olá, sou um robô (3)") == ("paused", "rate_limited")
+    view = await service.session("test-instance", upsert()["data"]["key"]["remoteJid"])
+    assert (view.is_paused, view.pause_reason, view.paused_by) == (True, "rate_limited", "guard")
+    assert view.resumes_at == clock.now + timedelta(hours=1)
+    assert await say(service, "Olá, sou um robô (4)") == ("ignored_paused", "rate_limited")
+    assert (await service.queue_depth())["queued"] == 0 and len(fake_evolution.sent_texts) == 3
+
+    clock.advance(hours=1, minutes=1)  # the pause ran out, and so did the window: talking again
+    assert await say(service, "Oi, sou uma pessoa") == ("reply_queued", None)
+
+
+async def test_messages_that_join_a_waiting_reply_start_no_new_one(service: Service, tenant):
+    await service.update_tenant("test-instance", TenantChanges(reply_cap="1/10m", debounce=30))
+    assert await say(service, "Oi") == ("reply_queued", None)
+    assert await say(service, "Tudo bem?") == ("reply_queued", None)  # the same reply (debounce), not a second
+    assert (await service.queue_depth())["queued"] == 1
+
+
+async def test_a_reply_dropped_by_a_takeover_does_not_count(service: Service, tenant, clock: FakeClock):
+    await service.update_tenant("test-instance", TenantChanges(reply_cap="1/10m", debounce=30))
+    assert await say(service, "Oi") == ("reply_queued", None)
+    await service.pause("test-instance", upsert()["data"]["key"]["remoteJid"], duration=60)  # drops the reply
+    clock.advance(minutes=2)
+    assert await say(service, "Alguém?") == ("reply_queued", None)
+
+
+async def test_without_a_cap_replies_are_not_counted(service: Service, tenant, clock: FakeClock):
+    await service.update_tenant("test-instance", TenantChanges(reply_cap="off"))
+    for n in range(25):  # more than the default cap of 20 in ten minutes
+        assert await say(service, f"mensagem {n}") == ("reply_queued", None)
+        assert await answer_all(service) == 1
+    assert (await service.tenant("test-instance")).reply_cap == (0, 0.0)
+
+
+@pytest.mark.parametrize("cap", ["abc", "0/10m", "5/0s", "20", "20/soon", "-1/10m"])
+async def test_a_bad_cap_is_refused_and_changes_nothing(service: Service, tenant, cap: str):
+    with pytest.raises(BadRequest, match="--reply-cap"):
+        await service.update_tenant("test-instance", TenantChanges(reply_cap=cap))
+    assert (await service.tenant("test-instance")).reply_cap == (20, 600.0)  # the default, 20 per 10 minutes
