@@ -63,6 +63,22 @@ def clean_answer(content: str | None) -> str:
     return _THINK_BLOCK.sub("", content or "").strip()
 
 
+_SENTENCE_END = re.compile(r"[.!?…](?=[\s\"')\]]|$)|\n")
+
+
+def cut_at_sentence(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at the end of its last whole sentence when one ends in the
+    second half of the limit; else at the last word, marked with "…"."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+    if ends and ends[-1] >= limit // 2:
+        return head[:ends[-1]].rstrip()
+    words = head[:limit - 1].rsplit(None, 1)[0] if " " in head.strip() else head[:limit - 1]
+    return words.rstrip(" ,;:-") + "…"
+
+
 class LLMClient:
     """Ollama's AsyncClient with an explicit timeout and HybridFlow's error classification."""
 

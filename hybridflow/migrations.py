@@ -100,13 +100,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE status = 'queued' AND kind = 'reply'",
         ],
     }),
-    Migration(3, "tenants' ignore and allow lists; the per-chat reply cap", {
+    Migration(3, "tenants' ignore and allow lists; the per-chat reply cap; the longest reply", {
         "sqlite": [_contacts_table("INTEGER", "DATETIME"),
                    "ALTER TABLE tenants ADD COLUMN reply_cap_count INTEGER",
-                   "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT"],
+                   "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT",
+                   "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER"],
         "postgresql": [_contacts_table("SERIAL", "TIMESTAMP WITH TIME ZONE"),
                        "ALTER TABLE tenants ADD COLUMN reply_cap_count INTEGER",
-                       "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT"],
+                       "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT",
+                       "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER"],
     }),
 )
 

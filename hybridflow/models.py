@@ -92,6 +92,7 @@ class Tenant(SQLModel, table=True):
     mark_read: bool = False
     reply_cap_count: int | None = None  # None: the default cap; 0: no cap
     reply_cap_window: float | None = None
+    max_reply_chars: int | None = None  # None: no limit
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it

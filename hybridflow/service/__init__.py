@@ -30,7 +30,7 @@ from hybridflow.metrics import Metrics
 from hybridflow.models import SESSIONS
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
 from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
-from hybridflow.service.replies import Replies, turns
+from hybridflow.service.replies import Replies, shape, turns
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import SavedTenant, TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
@@ -151,7 +151,8 @@ class Service:
                 history = await conn.run_sync(recent_texts, session_id, self.settings.history_limit)
         if history is None:
             return result, None
-        return result, await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
+        answer = await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
+        return result, shape(tenant, answer)
 
     async def note_rejected(self, exc: HybridFlowError, *, instance: str | None = None) -> None:
         """Log a webhook answered 400, 404 or 413, at most once a minute per cause and instance. An unknown

@@ -22,7 +22,7 @@ from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.events import Author
 from hybridflow.jobs import FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_PAUSED, Job, JobStatus, WriteOp
-from hybridflow.llm import LLMClient, Turn, build_messages
+from hybridflow.llm import LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
 from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.store import Store
@@ -40,6 +40,11 @@ def turns(history: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> list[
     """A chat's recent messages as the model sees them: the customer speaks as the user, everyone else (the
     owner, other API clients, the bot) as the assistant."""
     return [Turn("user" if author == Author.CUSTOMER else "assistant", text) for author, text in history]
+
+
+def shape(tenant: TenantConfig, answer: str) -> str:
+    """The model's answer as the tenant sends it: cut at a sentence when it is longer than its limit."""
+    return cut_at_sentence(answer, tenant.max_reply_chars) if tenant.max_reply_chars else answer
 
 
 class Replies:
@@ -106,8 +111,8 @@ class Replies:
             if tenant.send_presence:
                 self._side_task(self._presence(tenant, job, bound))
             try:
-                text = await self.llm.chat(model=tenant.model,
-                                           messages=build_messages(tenant.prompt, turns(job.history)))
+                text = shape(tenant, await self.llm.chat(
+                    model=tenant.model, messages=build_messages(tenant.prompt, turns(job.history))))
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
         if not await self._record_attempt(job, text):

@@ -24,6 +24,7 @@ CACHE_SECONDS = 5.0
 API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
 IGNORE, ALLOW = "ignore", "allow"  # the audience lists
+MIN_REPLY_CHARS = 20  # a shorter limit would cut every answer to nothing useful
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class TenantConfig:
     jwt_key: str | None = field(default=None, repr=False)
     secret_error: str | None = None
     reply_cap: tuple[int, float] = DEFAULT_REPLY_CAP  # (replies, window in seconds); (0, 0) when off
+    max_reply_chars: int | None = None  # longer model answers are cut at a sentence
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -102,6 +104,7 @@ class TenantChanges:
     send_presence: bool | None = None
     mark_read: bool | None = None
     reply_cap: str | None = None  # "20/10m" or "off"
+    max_reply_chars: int | None = None  # 0 clears the limit
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -121,6 +124,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "prompt": None, "evolution_url": None, "api_key_enc": None, "webhook_secret_enc": None, "jwt_key_enc": None,
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
+    "max_reply_chars": None,
 }
 
 
@@ -194,6 +198,7 @@ class Tenants:
             mark_read=row.mark_read,
             reply_cap=DEFAULT_REPLY_CAP if row.reply_cap_count is None else (row.reply_cap_count,
                                                                              row.reply_cap_window or 0.0),
+            max_reply_chars=row.max_reply_chars,
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -321,6 +326,11 @@ class Tenants:
             value = getattr(changes, name)
             if value is not None:
                 values[f"{name}_enc"] = self.secrets.encrypt(value) if value else None
+        if changes.max_reply_chars is not None:
+            if changes.max_reply_chars < 0 or 0 < changes.max_reply_chars < MIN_REPLY_CHARS:
+                raise BadRequest(f"invalid --max-reply-chars: give at least {MIN_REPLY_CHARS} characters, or 0 for "
+                                 f"no limit; got {changes.max_reply_chars}")
+            values["max_reply_chars"] = changes.max_reply_chars or None
         if changes.reply_cap is not None:
             try:
                 values["reply_cap_count"], values["reply_cap_window"] = parse_reply_cap(changes.reply_cap)

@@ -75,3 +75,16 @@ async def test_a_bad_cap_is_refused_and_changes_nothing(service: Service, tenant
     with pytest.raises(BadRequest, match="--reply-cap"):
         await service.update_tenant("test-instance", TenantChanges(reply_cap=cap))
     assert (await service.tenant("test-instance")).reply_cap == (20, 600.0)  # the default, 20 per 10 minutes
+
+
+async def test_a_long_model_answer_is_sent_cut_at_a_sentence(service: Service, tenant, fake_ollama,
+                                                             fake_evolution: FakeEvolution):
+    fake_ollama.reply = "Abrimos às 8h. Fechamos às 18h! Aos domingos abrimos só de manhã, das 8h às 12h."
+    await service.update_tenant("test-instance", TenantChanges(max_reply_chars=40))
+    assert await say(service, "Que horas vocês abrem?") == ("reply_queued", None)
+    assert await answer_all(service) == 1
+    assert [body["text"] for body in fake_evolution.sent_texts] == ["Abrimos às 8h. Fechamos às 18h!"]
+    await service.update_tenant("test-instance", TenantChanges(max_reply_chars=0))  # 0: no limit again
+    assert (await service.tenant("test-instance")).max_reply_chars is None
+    with pytest.raises(BadRequest, match="--max-reply-chars"):
+        await service.update_tenant("test-instance", TenantChanges(max_reply_chars=5))
