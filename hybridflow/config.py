@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -23,6 +24,7 @@ CONFIG_ENV = "HYBRIDFLOW_CONFIG"
 DEFAULT_CONFIG_FILE = "hybridflow.toml"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+MAX_DURATION = 3650 * 86400.0  # longer is a typo, and past what dates can hold on every database
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, None: 1}
@@ -33,13 +35,20 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 90s, 30m or 2h")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    match = _DURATION.match(str(value).lower())
-    if not match:
-        raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"expected a positive duration like 90s, 30m or 2h, got {str(value)[:40]}")
+    else:
+        match = _DURATION.match(str(value).lower())
+        if not match:
+            raise ValueError(f"expected a duration like 90s, 30m or 2h, got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than ten years")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -295,18 +295,35 @@ class Store:
                 return None
 
 
+def _version_of_tables(inspector: sa.Inspector) -> int | None:
+    """The schema version HybridFlow's tables have when no version is recorded; None when there are none."""
+    tables = set(inspector.get_table_names())
+    if "tenants" not in tables:
+        return None
+    if "reply_jobs" in tables and "kind" not in {c["name"] for c in inspector.get_columns("reply_jobs")}:
+        return 1
+    return 2 if "tenant_contacts" not in tables else 3
+
+
 def _create_or_migrate(conn: Connection, migrations: Sequence[Migration]) -> int:
     """In the schema transaction: a new database gets today's tables, an older one its pending steps."""
     table = SchemaInfo.__table__
     target = latest(migrations)
     now = datetime.now(UTC)
+    inspector = sa.inspect(conn)
     current = conn.execute(sa.select(table.c.version).where(table.c.id == 1)).scalar() \
-        if sa.inspect(conn).has_table(table.name) else None
+        if inspector.has_table(table.name) else None
     if current is None:
-        SQLModel.metadata.create_all(conn)
-        conn.execute(sa.insert(table).values(id=1, version=target, updated_at=now))
-        log.info("schema.created", version=target, backend=conn.dialect.name)
-        return target
+        current = _version_of_tables(inspector)
+        if current is None:  # a new database
+            SQLModel.metadata.create_all(conn)
+            conn.execute(sa.insert(table).values(id=1, version=target, updated_at=now))
+            log.info("schema.created", version=target, backend=conn.dialect.name)
+            return target
+        # HybridFlow's tables without their version (a partial restore, a hand-made copy): migrate from what they are.
+        SchemaInfo.__table__.create(conn, checkfirst=True)
+        conn.execute(sa.insert(table).values(id=1, version=current, updated_at=now))
+        log.warning("schema.version_inferred", version=current, backend=conn.dialect.name)
     if current > target:
         raise SchemaTooNew(f"the database has schema version {current}, newer than this HybridFlow "
                            f"(version {target}); upgrade HybridFlow")

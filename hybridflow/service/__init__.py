@@ -169,7 +169,7 @@ class Service:
             fields["repeated"] = held
         if isinstance(exc, UnknownInstance) and instance:
             with contextlib.suppress(HybridFlowError):
-                close = self.tenants.closest(instance, [t.instance for t in await self.tenants.list()])
+                close = self.tenants.closest(instance, await self.tenants.instances())
                 if close:
                     fields["did_you_mean"] = close
         log.warning("webhook.rejected", **fields)

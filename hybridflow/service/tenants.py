@@ -170,6 +170,7 @@ class Tenants:
         self.secrets = secrets
         self._cache: dict[str, tuple[float, TenantConfig]] = {}
         self._by_id: dict[int, tuple[float, TenantConfig]] = {}
+        self._names: tuple[float, list[str]] | None = None
 
     def _decrypt(self, token: str | None) -> tuple[str | None, str | None]:
         if not token:
@@ -246,6 +247,7 @@ class Tenants:
     def _forget(self, instance: str) -> None:
         self._cache.pop(instance, None)
         self._by_id.clear()
+        self._names = None
 
     async def get_by_id(self, tenant_id: int) -> TenantConfig:
         """A tenant by its id (removed ones too: their replies in flight still finish), cached like ``get``."""
@@ -259,6 +261,16 @@ class Tenants:
         config = found[0]
         self._by_id[tenant_id] = (now + CACHE_SECONDS, config)
         return config
+
+    async def instances(self) -> list[str]:
+        """The active tenants' instance names, cached like a tenant (cheap enough for every rejected webhook)."""
+        now = time.monotonic()
+        if self._names is None or self._names[0] <= now:
+            async with self.store.read() as conn:
+                names = list((await conn.execute(sa.select(TENANTS.c.instance).where(
+                    TENANTS.c.removed_at.is_(None)))).scalars())
+            self._names = (now + CACHE_SECONDS, names)
+        return self._names[1]
 
     @staticmethod
     def closest(instance: str, known: list[str]) -> str | None:
@@ -357,7 +369,8 @@ class Tenants:
                 if changes.is_empty():
                     raise BadRequest(f"nothing to change for tenant {instance!r}: give at least one option "
                                      "(hybridflow tenants update --help)")
-                self._check(changes, found)
+                if any(getattr(changes, name) is not None for name in ("webhook_secret", "jwt_key", "api_version")):
+                    self._check(changes, found)  # an older tenant's contradiction does not block other changes
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(updated_at=now, **values))
             else:
                 if changes.prompt is None:

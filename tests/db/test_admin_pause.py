@@ -61,3 +61,10 @@ def test_the_cli_refuses_a_zero_pause_and_says_when_a_resume_changed_nothing(hf,
     assert "note" not in hf("sessions", "resume", "test-instance", CUSTOMER).stderr
     again = hf("sessions", "resume", "test-instance", CUSTOMER)
     assert again.exit_code == 0 and "note: the chat was not paused: nothing changed" in again.stderr
+
+
+@pytest.mark.parametrize("value", ["1e999", "NaN", '"99999999999d"', "-5", "true"])
+async def test_an_impossible_duration_is_a_400_not_a_crash(client: TestClient, service: Service, value: str):
+    response = await client.post(PAUSE, data='{"for": %s}' % value, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status == 400, await response.text()
+    assert (await service.session("test-instance", CUSTOMER)).is_paused is False

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from hybridflow.models import TENANTS
+from hybridflow.service import TenantChanges
 from tests.support.builders import CUSTOMER, owner, upsert
 from tests.support.cli import as_json, ok, one_line_error
 
@@ -34,7 +38,7 @@ def test_update_without_an_option_says_there_is_nothing_to_change(hf):  # type: 
 def test_a_secret_and_a_jwt_key_together_are_refused_not_one_silently_chosen(hf):  # type: ignore[no-untyped-def]
     both = add(hf, "--webhook-secret", "s3cret", "--jwt-key", JWT)
     assert both.exit_code == 2 and "not both" in one_line_error(both)
-    assert as_json(hf("tenants", "list", "--json")) == []  # nothing half-applied
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}  # nothing half-applied
     ok(add(hf, "--webhook-secret", "s3cret"))
     refused = hf("tenants", "update", INSTANCE, "--jwt-key", JWT)  # the stored secret would still be there
     assert refused.exit_code == 2 and "--webhook-secret ''" in one_line_error(refused)
@@ -87,3 +91,10 @@ def test_a_removed_tenant_cannot_come_back_without_a_prompt(hf, tmp_path):  # ty
     ok(hf("tenants", "remove", INSTANCE, "--yes", "--keep-history"))
     result = hf("tenants", "add", INSTANCE, "--model", "qwen2.5:7b")
     assert result.exit_code == 2 and "old settings are not restored" in one_line_error(result)
+
+
+async def test_an_older_tenant_with_both_secrets_can_still_change_other_settings(service):  # type: ignore[no-untyped-def]
+    await service.add_tenant(INSTANCE, TenantChanges(prompt=PROMPT, webhook_secret="s3cret"))
+    async with service.store.write() as conn:  # as a release before the rule stored it
+        await conn.execute(sa.update(TENANTS).values(jwt_key_enc=service.secrets.encrypt("j" * 40)))
+    assert (await service.update_tenant(INSTANCE, TenantChanges(model="qwen2.5:7b"))).model == "qwen2.5:7b"
