@@ -35,8 +35,8 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self._webhooks = Counter("hybridflow_webhooks", "Webhooks answered, by action.", ["action"],
-                                 registry=self.registry)
+        self._webhooks = Counter("hybridflow_webhooks", "Webhooks answered, by action and reason.",
+                                 ["action", "reason"], registry=self.registry)
         self._replies = Counter("hybridflow_replies", "Reply jobs finished by this process, by status.",
                                 ["status"], registry=self.registry)
         self._queue_depth = Gauge("hybridflow_reply_queue_depth", "Reply jobs waiting or in progress, by status.",
@@ -45,9 +45,9 @@ class Metrics:
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self._depth_statuses: set[str] = set()
 
-    def webhook(self, action: str) -> None:
-        """Count one answered webhook under its action."""
-        self._webhooks.labels(action=action).inc()
+    def webhook(self, action: str, reason: str | None = None) -> None:
+        """Count one answered webhook under its action and reason (empty when the action needs none)."""
+        self._webhooks.labels(action=action, reason=(reason or "")[:60]).inc()
 
     def reply(self, status: str, latency: float | None = None) -> None:
         """Count one reply job outcome; ``latency`` (seconds, webhook received to sent) goes to the histogram."""

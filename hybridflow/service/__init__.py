@@ -213,7 +213,7 @@ class Service:
         return result
 
     def _log(self, tenant: TenantConfig, event: ev.Event, result: IngestResult) -> None:
-        self.metrics.webhook(result.action)
+        self.metrics.webhook(result.action, result.reason)
         log.info("webhook.received", tenant=tenant.instance, webhook_event=event.event, chat=event.chat_jid,
                  message_id=event.message_id, action=result.action, reason=result.reason)
 

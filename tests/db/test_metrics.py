@@ -75,8 +75,8 @@ async def test_webhooks_by_action_and_queue_depth_by_status(metered: Service, ai
     assert types["hybridflow_webhooks"] == "counter" and types["hybridflow_replies"] == "counter"
     assert types["hybridflow_reply_queue_depth"] == "gauge"
     assert types["hybridflow_reply_latency_seconds"] == "histogram"
-    assert value(samples, "hybridflow_webhooks_total", action="reply_queued") == 1
-    assert value(samples, "hybridflow_webhooks_total", action="paused") == 1
+    assert value(samples, "hybridflow_webhooks_total", action="reply_queued", reason="") == 1
+    assert value(samples, "hybridflow_webhooks_total", action="paused", reason="human_message") == 1
     depth = {status: value(samples, "hybridflow_reply_queue_depth", status=status) for status in OPEN_JOB_STATES}
     assert depth == {status: (1 if status == "queued" else 0) for status in OPEN_JOB_STATES}
     assert value(samples, "hybridflow_reply_latency_seconds_count") == 0
@@ -112,7 +112,7 @@ async def test_two_services_count_apart(metered_settings: Settings, tenant, aioh
         await post(one, upsert("Oi"))
         _, samples_one = await scrape(one)
         _, samples_two = await scrape(two)
-    assert value(samples_one, "hybridflow_webhooks_total", action="reply_queued") == 1
+    assert value(samples_one, "hybridflow_webhooks_total", action="reply_queued", reason="") == 1
     assert not any(name == "hybridflow_webhooks_total" for name, _ in samples_two)
     # The depth is the database's, which both share.
     assert value(samples_two, "hybridflow_reply_queue_depth", status="queued") == 1
@@ -133,11 +133,11 @@ async def test_process_metrics_come_with_the_service(metered: Service, aiohttp_c
 async def test_label_values_with_quotes_backslashes_and_newlines_are_escaped(metered: Service,
                                                                              aiohttp_client) -> None:  # type: ignore[no-untyped-def]
     odd = 'say "hi"\\ then\nleave'
-    metered.metrics.webhook(odd)
+    metered.metrics.webhook(odd, odd)
     metered.metrics.reply('we"ird\\', latency=0.7)
     client = await aiohttp_client(create_app(metered, background=False))
     _, samples = await scrape(client)
-    assert value(samples, "hybridflow_webhooks_total", action=odd) == 1
+    assert value(samples, "hybridflow_webhooks_total", action=odd, reason=odd) == 1
     assert value(samples, "hybridflow_replies_total", status='we"ird\\') == 1
     assert value(samples, "hybridflow_reply_latency_seconds_bucket", le="0.5") == 0
     assert value(samples, "hybridflow_reply_latency_seconds_bucket", le="1.0") == 1

@@ -30,8 +30,8 @@ async def test_metrics_count_webhooks_by_action_and_queue_depth(service: Service
     response = await client.get("/metrics", headers=ADMIN)
     text = await response.text()
     assert response.status == 200 and response.content_type == "text/plain"
-    assert 'hybridflow_webhooks_total{action="reply_queued"} 1' in text
-    assert 'hybridflow_webhooks_total{action="paused"} 1' in text
+    assert 'hybridflow_webhooks_total{action="reply_queued",reason=""} 1' in text
+    assert 'hybridflow_webhooks_total{action="paused",reason="human_message"} 1' in text
     assert 'hybridflow_reply_queue_depth{status="queued"} 1' in text
     assert "hybridflow_reply_latency_seconds_count 0" in text
 

@@ -88,3 +88,17 @@ async def test_a_long_model_answer_is_sent_cut_at_a_sentence(service: Service, t
     assert (await service.tenant("test-instance")).max_reply_chars is None
     with pytest.raises(BadRequest, match="--max-reply-chars"):
         await service.update_tenant("test-instance", TenantChanges(max_reply_chars=5))
+
+
+async def test_each_decision_is_counted_in_metrics_by_action_and_reason(service: Service, tenant):
+    await service.update_tenant("test-instance", TenantChanges(reply_cap="1/10m"))
+    await service.change_audience("test-instance", "ignore", ["+55 11 91111-2222"], add=True)
+    await say(service, "Oi")
+    await answer_all(service)
+    await say(service, "Oi de novo")  # the second reply in ten minutes: rate limited
+    body = upsert("Oi, é a mãe", chat="5511911112222@s.whatsapp.net")
+    await service.ingest(body, raw(body))
+    text = service.metrics.render(await service.queue_depth())
+    for labels in ('action="reply_queued",reason=""', 'action="paused",reason="rate_limited"',
+                   'action="stored",reason="ignored_contact"'):
+        assert f"hybridflow_webhooks_total{{{labels}}} 1.0" in text
