@@ -152,7 +152,9 @@ async def add_tenants(bench: Bench, database_url: str) -> None:
         async with slots:
             await run_command([*HYBRIDFLOW, "--database-url", database_url, "tenants", "add", instance,
                                "--prompt", PROMPT, "--api-key", API_KEY, "--evolution-url", bench.evolution.url or "",
-                               "--debounce", "0", "--resume-after", bench.options.resume_after],
+                               "--debounce", "0", "--resume-after", bench.options.resume_after,
+                               # The load repeats chats far faster than people do: the loop guard would pause them.
+                               "--reply-cap", "off"],
                               env=bench.env, cwd=bench.work, timeout=120)
 
     first, *others = bench.traffic.tenants

@@ -100,15 +100,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE status = 'queued' AND kind = 'reply'",
         ],
     }),
-    Migration(3, "tenants' ignore and allow lists; the per-chat reply cap; the longest reply", {
+    Migration(3, "tenants' ignore and allow lists; the per-chat reply cap; the longest reply; business hours", {
         "sqlite": [_contacts_table("INTEGER", "DATETIME"),
                    "ALTER TABLE tenants ADD COLUMN reply_cap_count INTEGER",
                    "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT",
-                   "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER"],
+                   "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER",
+                   "ALTER TABLE tenants ADD COLUMN hours TEXT",
+                   "ALTER TABLE tenants ADD COLUMN hours_mode VARCHAR(10) NOT NULL DEFAULT 'always'"],
         "postgresql": [_contacts_table("SERIAL", "TIMESTAMP WITH TIME ZONE"),
                        "ALTER TABLE tenants ADD COLUMN reply_cap_count INTEGER",
                        "ALTER TABLE tenants ADD COLUMN reply_cap_window FLOAT",
-                       "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER"],
+                       "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER",
+                       "ALTER TABLE tenants ADD COLUMN hours TEXT",
+                       "ALTER TABLE tenants ADD COLUMN hours_mode VARCHAR(10) NOT NULL DEFAULT 'always'"],
     }),
 )
 

@@ -93,6 +93,9 @@ class Tenant(SQLModel, table=True):
     reply_cap_count: int | None = None  # None: the default cap; 0: no cap
     reply_cap_window: float | None = None
     max_reply_chars: int | None = None  # None: no limit
+    hours: str | None = Field(default=None, sa_type=sa.Text)  # business hours (hours.Schedule.to_json), zone included
+    hours_mode: str = Field(default="always", max_length=10,  # always | outside | inside
+                            sa_column_kwargs={"server_default": "always"})
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it

@@ -5,9 +5,11 @@ The shared app and helpers are in ``hybridflow.cli.app``; each module here adds 
 
 from __future__ import annotations
 
-from hybridflow.cli import ops, sessions, tenants
+from hybridflow.cli import audience, ops, sessions, tenants
 from hybridflow.cli.app import app
 
+tenants.app.add_typer(audience.ignore_app, name="ignore")
+tenants.app.add_typer(audience.allow_app, name="allow")
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(ops.keys_app, name="keys")

@@ -1,6 +1,10 @@
 """The shared Typer app of the ``hybridflow`` command, its global options, and what every command uses to run the
 service and print: one way to open the service, one way to turn a ``HybridFlowError`` into one line on stderr and
-an exit code (0 success, 1 an operation failed, 2 a usage or configuration error).
+an exit code (0 success, 1 an operation failed, 2 a usage or configuration error), and one way to show tables,
+times and JSON.
+
+Nothing here imports the service, the database or the HTTP clients at import time: ``--version`` and ``--help``
+stay fast, and each command imports what it runs when it runs.
 """
 
 from __future__ import annotations
@@ -8,26 +12,68 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from hybridflow import __version__
-from hybridflow.config import Settings, load_settings
 from hybridflow.errors import HybridFlowError
-from hybridflow.logs import configure_logging
-from hybridflow.service import Service
+
+if TYPE_CHECKING:
+    from hybridflow.config import Settings
+    from hybridflow.service import Service
 
 T = TypeVar("T")
 
-app = typer.Typer(
+
+# --- help: real metavars -------------------------------------------------------------------------------------------
+
+
+def _with_metavars(params: list[Any]) -> list[Any]:
+    """Show what to type: an option's metavar (its name in capitals unless given), nothing after a flag (no
+    ``<bool>``), and an argument's metavar without a ``<str>`` beside it."""
+    for param in params:
+        if isinstance(param, typer.core.TyperOption) and param.metavar is None:
+            long = max(param.opts, key=len).lstrip("-")
+            param.metavar = "" if param.is_flag else long.upper().replace("-", "_")
+        elif isinstance(param, typer.core.TyperArgument):
+            if param.metavar is None:
+                param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the metavar says what it is
+    return params
+
+
+class Command(typer.core.TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _with_metavars(super().get_params(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _with_metavars(super().get_params(ctx))
+
+
+class App(typer.Typer):
+    """A Typer app whose commands and groups show real metavars in their help."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=Group, **kwargs)
+
+    def command(self, *args: Any, cls: Any = Command, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = App(
     name="hybridflow",
     help="HybridFlow answers your WhatsApp customers with an AI model through the Evolution API, "
     "and goes silent the moment you type a reply yourself.",
@@ -37,6 +83,11 @@ app = typer.Typer(
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def json_option(help: str = "Print JSON for scripts.") -> Any:
+    """The ``--json`` flag of a command (its shapes are in README.md, "Output for scripts")."""
+    return typer.Option(False, "--json", help=help)
 
 
 @dataclass
@@ -69,6 +120,8 @@ def confirm(question: str) -> bool:
 
 
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
+    from hybridflow.config import load_settings
+
     state: State = ctx.ensure_object(State)
     try:
         return load_settings(state.config, overrides={**state.overrides, **overrides})
@@ -91,6 +144,9 @@ def run(ctx: typer.Context, action: Callable[[Service], Awaitable[T]], *, settin
     ``readonly`` commands never create a database: run in the wrong directory, they say which one they looked for.
     Commands log warnings and errors only (to stderr), unless the settings ask for more detail than ``info``.
     """
+    from hybridflow.logs import configure_logging
+    from hybridflow.service import Service
+
     settings = settings or settings_of(ctx)
     configure_logging("console" if settings.log_format == "auto" else settings.log_format,
                       log_level or ("warning" if settings.log_level == "info" else settings.log_level),
@@ -103,33 +159,152 @@ def run(ctx: typer.Context, action: Callable[[Service], Awaitable[T]], *, settin
     return run_async(main)
 
 
+# --- output --------------------------------------------------------------------------------------------------------
+
+
 def print_json(data: Any, *, line: bool = False) -> None:
     """Machine-readable output for scripts; ``line`` prints one compact JSON document per line (JSON lines)."""
     indent = None if line else 2
     sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
-def ago(value: datetime | None, now: datetime | None = None) -> str:
-    """'3m ago' / 'in 1h 20m' for humans."""
+# Wide enough for any value: piped output is read by scripts and pagers, never cut to a terminal's width.
+PIPED_WIDTH = 100_000
+
+
+def print_table(table: Table) -> None:
+    """A table fitted to the terminal (see ``keep_whole``), or with every value in full when output is not one."""
+    if not out.is_terminal:
+        Console(file=out.file, width=PIPED_WIDTH, highlight=False, color_system=None).print(table)
+        return
+    needed = _fit(table, out.width)
+    if needed <= out.width:
+        out.print(table)
+    else:  # the whole columns alone are wider than the terminal: let it wrap the lines rather than cut them
+        Console(file=out.file, width=needed, highlight=False, force_terminal=True,
+                color_system=out.color_system).print(table)  # type: ignore[arg-type]
+
+
+def keep_whole(table: Table, header: str, values: list[str]) -> None:
+    """A column that never shrinks (ids, instance names, numbers): as wide as its longest value."""
+    table.add_column(header, no_wrap=True, overflow="fold")
+
+
+def may_wrap(table: Table, header: str, *, ratio: int = 1) -> None:
+    """A column that gives way when the terminal is narrow: its words wrap, a long URL folds (nothing is cut)."""
+    table.add_column(header, overflow="fold", ratio=ratio)
+
+
+_WORD = 10  # a wrapping column is at least this wide (or its longest word) when there is room
+
+
+def _fit(table: Table, width: int) -> int:
+    """Set the columns' widths for a terminal ``width`` wide; returns the width the table then needs.
+
+    Whole (``no_wrap``) columns keep their longest value, their header wrapping at its words; the others share
+    what is left by ratio, each at least its longest word (up to ``_WORD``) when there is room.
+    """
+    def texts(column: Any) -> list[str]:
+        return [out.render_str(str(cell)).plain for cell in column.cells]
+
+    def longest(items: list[str]) -> int:
+        return max((len(line) for item in items for line in item.splitlines()), default=0)
+
+    def longest_word(items: list[str]) -> int:
+        return longest([word for item in items for word in item.split()])
+
+    chrome = 3 * len(table.columns) + 1
+    natural = [longest([*texts(c), str(c.header)]) for c in table.columns]
+    if sum(natural) + chrome <= width:
+        return sum(natural) + chrome
+    whole = {i: max(longest(texts(c)), longest_word([str(c.header)])) for i, c in enumerate(table.columns)
+             if c.no_wrap}
+    wrap = [i for i in range(len(table.columns)) if i not in whole]
+    left = width - chrome - sum(whole.values())
+    floor = {i: min(_WORD, max(1, longest_word([*texts(table.columns[i]), str(table.columns[i].header)])))
+             for i in wrap}
+    if sum(floor.values()) > left:
+        floor = {i: max(2, left * f // max(1, sum(floor.values()))) for i, f in floor.items()}
+    widths = dict(whole) | floor
+    spare = left - sum(floor.values())
+    growing = [i for i in wrap if widths[i] < natural[i]]
+    while spare > 0 and growing:  # hand out the rest by ratio, never past a column's natural width
+        ratios = sum(table.columns[i].ratio or 1 for i in growing)
+        share = {i: max(1, spare * (table.columns[i].ratio or 1) // ratios) for i in growing}
+        for i in growing:
+            give = min(share[i], natural[i] - widths[i], spare)
+            widths[i] += give
+            spare -= give
+        growing = [i for i in growing if widths[i] < natural[i]]
+    for i, column in enumerate(table.columns):
+        column.width, column.no_wrap = widths[i], False  # fixed widths; whole values fit, headers wrap
+    return sum(widths.values()) + chrome
+
+
+# --- times: local, with the offset, and how far from now -----------------------------------------------------------
+
+
+def local_zone() -> tzinfo:
+    """The zone people read times in: ``$TZ`` when it names a zone, else the machine's (tenants have no zone yet)."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    if name:
+        from zoneinfo import ZoneInfo
+
+        try:
+            return ZoneInfo(name)
+        except (ValueError, OSError):  # a POSIX rule such as "UTC+3", or an unknown name: the machine knows
+            pass
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+def clock(value: datetime, zone: tzinfo | None = None, *, seconds: bool = False) -> str:
+    """'2026-12-01 09:30 -03:00': the local time with its offset."""
+    local = value.astimezone(zone or local_zone())
+    offset = local.strftime("%z")  # -0300
+    return f"{local:%Y-%m-%d %H:%M{':%S' if seconds else ''}} {offset[:3]}:{offset[3:5]}"
+
+
+def relative(value: datetime | None, now: datetime | None = None) -> str:
+    """'3 min ago' or 'in 1 h 12 min'."""
     if value is None:
         return "-"
     seconds = ((now or datetime.now(UTC)) - value).total_seconds()
     if seconds >= 0:
-        return f"{human_seconds(seconds)} ago"
-    return f"in {human_seconds(math.ceil(-seconds))}"  # "resumes in 30m" right after pausing for 30m
+        return f"{span(seconds)} ago"
+    return f"in {span(math.ceil(-seconds))}"  # "in 30 min" right after pausing for 30 min
 
 
-def human_seconds(seconds: float) -> str:
+def when(value: datetime | None, now: datetime | None = None, zone: tzinfo | None = None, *,
+         seconds: bool = False) -> str:
+    """'2026-12-01 09:30 -03:00 (in 1 h 12 min)'; '-' for no time."""
+    if value is None:
+        return "-"
+    return f"{clock(value, zone, seconds=seconds)} ({relative(value, now)})"
+
+
+def span(seconds: float) -> str:
+    """A length of time for people: '45 s', '12 min', '1 h 12 min', '3 d 4 h'."""
     seconds = int(seconds)
     if seconds < 60:
-        return f"{seconds}s"
-    minutes, _ = divmod(seconds, 60)
+        return f"{seconds} s"
+    minutes = seconds // 60
     if minutes < 60:
-        return f"{minutes}m"
+        return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    return f"{hours // 24}d"
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+ago = relative  # the former name
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+# --- the root command ----------------------------------------------------------------------------------------------
 
 
 def _version(value: bool) -> None:
@@ -142,10 +317,12 @@ def _version(value: bool) -> None:
 def main_callback(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Path to hybridflow.toml (default: $HYBRIDFLOW_CONFIG, else ./hybridflow.toml)."
+        None, "--config", "-c", metavar="PATH",
+        help="Path to hybridflow.toml (default: $HYBRIDFLOW_CONFIG, else ./hybridflow.toml)."
     ),
     database_url: str | None = typer.Option(
-        None, "--database-url", help="sqlite:///path.db or postgresql://user:pass@host:port/db (overrides config)."
+        None, "--database-url", metavar="URL",
+        help="sqlite:///path.db or postgresql://user:pass@host:port/db (overrides config)."
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:

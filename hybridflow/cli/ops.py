@@ -9,37 +9,46 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
 import typer
-from aiohttp import web
-from rich.progress import Progress
+from rich.markup import escape
 from rich.table import Table
 
-from hybridflow.cli.app import app, fail, out, print_json, run, run_async, settings_of
-from hybridflow.config import Settings
-from hybridflow.crypto import generate_key
+from hybridflow.cli.app import (App, app, fail, json_option, keep_whole, out, print_json, print_table, run,
+                                run_async, settings_of)
 from hybridflow.errors import HybridFlowError
-from hybridflow.logs import configure_logging
-from hybridflow.service import SAME_KEY, Service
-from hybridflow.web import create_app
+
+if TYPE_CHECKING:
+    from hybridflow.config import Settings
+    from hybridflow.service import Service
+
+# The server, the service and their clients are imported by the commands that run them: `--help` and `--version`
+# import none of them.
+
 
 class CannotListen(HybridFlowError):
     """The address or port of ``serve`` is taken or not ours to use."""
 
 
-keys_app = typer.Typer(help="Manage the encryption key for secrets at rest.", no_args_is_help=True)
-log = structlog.get_logger("hybridflow.serve")
+keys_app = App(help="Manage the encryption key for secrets at rest.", no_args_is_help=True)
 
 
 @keys_app.command("generate")
 def keys_generate() -> None:
     """Print a new secret key for HYBRIDFLOW_SECRET_KEY (keep it safe: stored API keys need it)."""
+    from hybridflow.crypto import generate_key
+
     out.print(generate_key())
 
 
 async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from hybridflow.service import Service
+    from hybridflow.web import create_app
+
+    log = _log()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: a stop that comes at once is still graceful
@@ -54,15 +63,20 @@ async def _serve(settings: Settings) -> None:
             await runner.cleanup()  # the worker stops before the writer: no "writer is not started" on the way out
             raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
                                f"(is another serve running? choose another port with --port)") from None
-        await _started(service, settings)
-        await stop.wait()
-        log.info("serve.stopping")
-        await runner.cleanup()  # stops accepting, then hands back or finishes in-flight replies
+        try:
+            await _started(service, settings)
+            await stop.wait()
+            log.info("serve.stopping")
+        finally:
+            await runner.cleanup()  # stops accepting, then hands back or finishes in-flight replies
         log.info("serve.stopped")
 
 
 async def _started(service: Service, settings: Settings) -> None:
     """Tell the operator what is running, where to point Evolution, and what is wrong already."""
+    from hybridflow.service import SAME_KEY
+
+    log = _log()
     local = f"http://{settings.host}:{settings.port}"
     report = await service.startup_report()
     log.info("serve.started", url=local,
@@ -77,6 +91,12 @@ async def _started(service: Service, settings: Settings) -> None:
                     fix="hybridflow tenants add INSTANCE --prompt TEXT --api-key KEY --webhook-secret SECRET")
 
 
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("hybridflow.serve")
+
+
 @app.command("serve")
 def serve(
     ctx: typer.Context,
@@ -85,6 +105,8 @@ def serve(
     log_format: str | None = typer.Option(None, "--log-format", help="json or console (default: json unless a terminal)."),
 ) -> None:
     """Run the webhook server, the reply worker and the auto-resume sweep."""
+    from hybridflow.logs import configure_logging
+
     settings = settings_of(ctx, host=host, port=port, log_format=log_format)
     configure_logging(settings.log_format, settings.log_level, stream=sys.stdout)
     # The event loop shares the GIL with the database writer thread: hand it over sooner than every 5 ms.
@@ -93,14 +115,14 @@ def serve(
 
 
 @app.command("sweep")
-def sweep(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+def sweep(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """Resume sessions whose pause has run out. Quiet when there is nothing to do; safe from cron."""
-    resumed = run(ctx, Service.sweep)
+    resumed = run(ctx, lambda s: s.sweep())
     if as_json:
         print_json({"resumed": [v.as_dict() for v in resumed]})
         return
     for v in resumed:
-        out.print(f"resumed {v.instance} {v.chat_id}")
+        out.print(f"resumed {escape(v.instance)} {escape(v.chat_id)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +180,12 @@ def _payloads(path: Path) -> list[Payload]:
 @app.command("replay")
 def replay(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., exists=True, help="A webhook body (.json), a JSON-lines file, or a directory."),
+    path: Path = typer.Argument(..., exists=True, metavar="PATH",
+                                help="A webhook body (.json), a JSON-lines file, or a directory."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen and the reply; keep nothing."),
-    instance: str | None = typer.Option(None, "--instance", help="Replay as this instance instead of the payload's."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON lines for scripts."),
+    instance: str | None = typer.Option(None, "--instance", metavar="INSTANCE",
+                                        help="Replay as this instance instead of the payload's."),
+    as_json: bool = json_option("Print JSON lines for scripts: one object per body, as it is replayed."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask before replies go to customers through Evolution."),
 ) -> None:
     """Push captured webhook bodies through the same pipeline as the webhook and print each action."""
@@ -170,6 +194,8 @@ def replay(
         raise fail(f"{path} holds no webhook bodies (.json, .jsonl or .ndjson files): nothing to replay", 1)
 
     async def go(service: Service) -> list[dict[str, Any]]:
+        from rich.progress import Progress
+
         if not dry_run and not yes:
             _confirm_replies(await _customer_chats_to_answer(service, payloads, instance))
         results = []
@@ -188,13 +214,16 @@ def replay(
         for r in results:
             detail = r.get("error") or " ".join(f"{k}={v}" for k, v in r.items()
                                                 if k in ("chat_id", "message_id", "reason") and v)
-            out.print(f"{r['origin']}: [bold]{_said(r)}[/bold] {detail}")
+            out.print(f"{escape(r['origin'])}: [bold]{escape(_said(r))}[/bold] {escape(detail)}")
             if r.get("reply"):
-                out.print(f"  [cyan]reply:[/cyan] {r['reply']}")
-        table = Table("action", "count")
-        for action, count in Counter(_said(r) for r in results).most_common():
-            table.add_row(action, str(count))
-        out.print(table)
+                out.print(f"  [cyan]reply:[/cyan] {escape(r['reply'])}")
+        counted = Counter(_said(r) for r in results).most_common()
+        table = Table()
+        keep_whole(table, "action", [action for action, _ in counted])
+        keep_whole(table, "count", [str(count) for _, count in counted])
+        for action, count in counted:
+            table.add_row(escape(action), str(count))
+        print_table(table)
     if any(r["action"] == "error" for r in results):
         raise typer.Exit(1)
 
@@ -254,25 +283,14 @@ async def _replay_one(service: Service, p: Payload, instance: str | None, dry_ru
 
 async def _stored_reply(service: Service, instance: str | None, chat: str | None,
                         message_id: str | None) -> str | None:
-    """The reply the model would write now to a stored customer message that was answered, from the chat as it
-    was up to that message."""
-    from hybridflow.llm import build_messages
-    from hybridflow.service.replies import turns
-
+    """The reply the model would write now to a stored customer message that was answered."""
     if instance is None or chat is None or message_id is None:
         return None
-    messages = (await service.session_detail(instance, chat, limit=_STORED_SCAN)).messages
-    upto = next((n for n, m in enumerate(messages) if m.message_id == message_id), None)
-    if upto is None or messages[upto].action != "reply_queued":
-        return None
-    history = [(m.direction, m.text) for m in messages[: upto + 1] if m.text is not None]
-    tenant = await service.tenant(instance)
-    return await service.llm.chat(model=tenant.model, messages=build_messages(
-        tenant.prompt, turns(history[-service.settings.history_limit:])))
+    return await service.rehearse_stored(instance, chat, message_id, scan=_STORED_SCAN)
 
 
 @app.command("doctor")
-def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+def doctor(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """Check config, database and schema, Ollama, and each tenant's Evolution instance and webhook settings; exit 1
     if anything fails."""
     from hybridflow.service.doctor import diagnose
@@ -283,7 +301,7 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     else:
         for c in checks:
             mark = "[red]✗[/red]" if not c.ok else "[yellow]✓[/yellow]" if c.warning else "[green]✓[/green]"
-            out.print(f"{mark} [bold]{c.name}[/bold]: {c.detail}")
+            out.print(f"{mark} [bold]{escape(c.name)}[/bold]: {escape(c.detail)}")
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 

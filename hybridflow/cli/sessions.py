@@ -2,34 +2,90 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+import shlex
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from hybridflow.cli.app import ago, err, fail, out, print_json, run
+from hybridflow.cli.app import (App, clock, err, fail, json_option, keep_whole, may_wrap, out, print_json,
+                                print_table, relative, run, span, when)
 from hybridflow.config import parse_duration
-from hybridflow.service.sessions import SessionDetail, SessionView
 
-app = typer.Typer(help="List sessions, show their history, pause or resume the AI for a chat.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from hybridflow.service.sessions import SessionDetail, SessionView
+
+app = App(help="List sessions, show their history, pause or resume the AI for a chat.", no_args_is_help=True)
 
 
-def _state(view: SessionView) -> str:
+def resumes(view: SessionView, now: datetime | None = None, zone: tzinfo | None = None) -> str:
+    """When a paused chat resumes: 'resumes 2026-12-01 09:30 -03:00 (in 1 h 12 min)'."""
+    if view.resumes_at is None:
+        return "until resumed by hand"
+    if view.resumes_at <= (now or datetime.now(UTC)):
+        return "resumes at the next sweep"
+    return f"resumes {when(view.resumes_at, now, zone)}"
+
+
+def _state(view: SessionView, now: datetime | None = None, zone: tzinfo | None = None) -> str:
     if not view.is_paused:
         return "[green]active[/green]"
-    until = f"resumes {ago(view.resumes_at)}" if view.resumes_at else "until resumed by hand"
-    return f"[yellow]paused[/yellow] ({view.pause_reason}, {until})"
+    return f"[yellow]paused[/yellow] ({view.pause_reason}) · {resumes(view, now, zone)}"
+
+
+def _resumes_in(view: SessionView, now: datetime) -> str:
+    """The list's short form: '1 h 59 min', 'next sweep', 'manual', or '-' for an active chat."""
+    if not view.is_paused:
+        return "-"
+    if view.resumes_at is None:
+        return "manual"
+    return "next sweep" if view.resumes_at <= now else span(math.ceil((view.resumes_at - now).total_seconds()))
+
+
+def sessions_table(views: list[SessionView], now: datetime) -> Table:
+    """Instances, chat ids and times stay whole at any width; the customer's name, the state and the reason wrap."""
+    rows = [[v.instance, v.chat_id, v.push_name or "", "paused" if v.is_paused else "active", v.pause_reason or "",
+             _resumes_in(v, now), relative(v.last_message_at, now)] for v in views]
+    table = Table()
+    for index, header in enumerate(("instance", "chat")):
+        keep_whole(table, header, [row[index] for row in rows])
+    may_wrap(table, "customer", ratio=2)
+    may_wrap(table, "state")
+    may_wrap(table, "reason")
+    for index, header in ((5, "resumes in"), (6, "last message")):
+        keep_whole(table, header, [row[index] for row in rows])
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+def _no_rows(instance: str | None, paused: bool, since: str | None, page: int, limit: int, total: int) -> str:
+    """What an empty page says: past the end, no match for the filters as typed, or nothing stored yet."""
+    if total and page > 1:
+        pages = (total + limit - 1) // limit
+        return (f"Page {page} is past the end: {total} sessions make {pages} page{'s' if pages != 1 else ''} "
+                f"of {limit} (the last is --page {pages}).")
+    filters = [f"--instance {shlex.quote(instance)}"] * (instance is not None) + ["--paused"] * paused
+    filters += [f"--since {since}"] * (since is not None)
+    if filters:
+        return f"No sessions match {' '.join(filters)}."
+    return "No sessions yet: they appear with the first webhook."
 
 
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    instance: str | None = typer.Option(None, "--instance", "-i", help="Only this Evolution instance."),
+    instance: str | None = typer.Option(None, "--instance", "-i", metavar="INSTANCE",
+                                        help="Only this Evolution instance."),
     paused: bool = typer.Option(False, "--paused", help="Only paused sessions."),
-    since: str | None = typer.Option(None, "--since", help="Only sessions active within this long, e.g. 24h."),
-    limit: int = typer.Option(50, "--limit", min=1, max=10000, help="Rows per page."),
-    page: int = typer.Option(1, "--page", min=1, help="Page number."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    since: str | None = typer.Option(None, "--since", metavar="DURATION",
+                                     help="Only sessions active within this long, e.g. 24h."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10000, metavar="N", help="Rows per page."),
+    page: int = typer.Option(1, "--page", min=1, metavar="N", help="Page number."),
+    as_json: bool = json_option(),
 ) -> None:
     """List chats, most recently active first."""
     cutoff = None
@@ -41,54 +97,59 @@ def list_(
     views, total = run(ctx, lambda s: s.list_sessions(instance=instance, paused=True if paused else None,
                                                       since=cutoff, limit=limit, offset=(page - 1) * limit),
                        readonly=True)
+    pages = (total + limit - 1) // limit
     if as_json:
-        print_json({"total": total, "page": page, "limit": limit, "sessions": [v.as_dict() for v in views]})
+        print_json({"sessions": [v.as_dict() for v in views], "total": total, "page": page, "pages": pages,
+                    "limit": limit})
         return
     if not views:
-        filtered = instance is not None or paused or since is not None or page > 1
-        out.print("No sessions match." if filtered else "No sessions yet: they appear with the first webhook.")
+        out.print(escape(_no_rows(instance, paused, since, page, limit, total)))
         return
-    table = Table("instance")
-    table.add_column("chat", no_wrap=True)  # ids are copied into other commands: never cut them
-    for header in ("customer", "state", "reason", "resumes in", "last message"):
-        table.add_column(header)
-    for v in views:
-        resumes = "-" if not v.is_paused else (ago(v.resumes_at).removeprefix("in ") if v.resumes_at else "manual")
-        table.add_row(v.instance, v.chat_id, v.push_name or "", "paused" if v.is_paused else "active",
-                      v.pause_reason or "", resumes, ago(v.last_message_at))
-    out.print(table)
-    pages = (total + limit - 1) // limit
+    print_table(sessions_table(views, datetime.now(UTC)))
     out.print(f"{len(views)} of {total} sessions (page {page} of {pages})")
 
 
-def _print_detail(d: SessionDetail) -> None:
+def detail_lines(d: SessionDetail, now: datetime, zone: tzinfo | None = None) -> list[str]:
+    """``sessions show`` as lines of rich markup; every time local, with its offset (and how long ago)."""
     v = d.session
-    out.print(f"[bold]{v.instance}[/bold] · {v.chat_id}" + (f" · {v.push_name}" if v.push_name else ""))
-    out.print(f"state: {_state(v)}")
-    out.print(f"last human message: {ago(v.last_human_at)} · last message: {ago(v.last_message_at)}")
+    name = f" · {escape(v.push_name)}" if v.push_name else ""
+    lines = [f"[bold]{escape(v.instance)}[/bold] · {escape(v.chat_id)}{name}",
+             f"state: {_state(v, now, zone)}",
+             f"last human message: {when(v.last_human_at, now, zone)} · "
+             f"last message: {when(v.last_message_at, now, zone)}"]
     if d.events:
-        out.print("\n[bold]pause / resume history[/bold]")
+        lines.append("\n[bold]pause / resume history[/bold]")
         for e in d.events:
-            out.print(f"  {e.at:%Y-%m-%d %H:%M:%S} {e.change:8} {e.reason:14} by {e.actor}")
+            lines.append(f"  {clock(e.at, zone, seconds=True)} {e.change:8} {e.reason:14} by {escape(e.actor)}"
+                         f"  [dim]({relative(e.at, now)})[/dim]")
     if d.messages:
-        out.print("\n[bold]transcript[/bold]")
+        lines.append("\n[bold]transcript[/bold]")
         for m in d.messages:
-            text = m.text.replace("\n", " ⏎ ") if m.text is not None else f"<{m.kind}>"
-            out.print(f"  {m.received_at:%H:%M:%S} {m.direction:>8}: {text}  [dim]({m.action})[/dim]")
+            text = escape(m.text.replace("\n", " ⏎ ")) if m.text is not None else escape(f"<{m.kind}>")
+            lines.append(f"  {clock(m.received_at, zone, seconds=True)} {m.direction:>8}: {text}  "
+                         f"[dim]({m.action})[/dim]")
     if d.replies:
-        out.print("\n[bold]replies[/bold]")
+        lines.append("\n[bold]replies[/bold]")
         for r in d.replies:
-            error = f" — {r.last_error}" if r.last_error else ""
-            out.print(f"  #{r.id} {r.status} (attempts {r.attempts}){error}")
+            sent = f" · sent {when(r.sent_at, now, zone)}" if r.sent_at else ""
+            error = f" — {escape(r.last_error)}" if r.last_error else ""
+            lines.append(f"  #{r.id} {r.status} (attempts {r.attempts}) · queued {when(r.created_at, now, zone)}"
+                         f"{sent}{error}")
+    return lines
+
+
+def _print_detail(d: SessionDetail) -> None:
+    for line in detail_lines(d, datetime.now(UTC)):
+        out.print(line)
 
 
 @app.command("show")
 def show(
     ctx: typer.Context,
-    instance: str = typer.Argument(..., help="The Evolution instance name."),
-    chat: str = typer.Argument(..., help="The chat: a full JID or a phone number."),
-    limit: int = typer.Option(20, "--limit", min=1, help="How many messages, events and replies to show."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+    chat: str = typer.Argument(..., metavar="CHAT", help="The chat: a full JID or a phone number."),
+    limit: int = typer.Option(20, "--limit", min=1, metavar="N", help="How many messages, events and replies to show."),
+    as_json: bool = json_option(),
 ) -> None:
     """Show one chat: its state, pause/resume history, transcript and replies."""
     detail = run(ctx, lambda s: s.session_detail(instance, chat, limit=limit), readonly=True)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hybridflow.cli.app import confirm, fail, human_seconds, out, print_json, run, settings_of, warn
-from hybridflow.config import parse_duration
-from hybridflow.service import Service, TenantChanges
-from hybridflow.service.tenants import TenantConfig
+from hybridflow.cli.app import (App, clock, confirm, fail, json_option, keep_whole, may_wrap, out, print_json,
+                                print_table, run, warn, yes_no)
+from hybridflow.config import format_duration, parse_duration
 
-app = typer.Typer(help="Add, list, show, update and remove tenants (one per Evolution instance).",
+if TYPE_CHECKING:
+    from hybridflow.service import Service, TenantChanges
+    from hybridflow.service.tenants import TenantConfig
+
+app = App(help="Add, list, show, update and remove tenants (one per Evolution instance).",
                   no_args_is_help=True)
 
 
@@ -41,6 +47,8 @@ def _changes(prompt: str | None, prompt_file: Path | None, evolution_url: str | 
              model: str | None, resume_after: str | None, debounce: str | None, webhook_secret: str | None,
              jwt_key: str | None, api_version: str | None, allow_groups: bool | None, send_presence: bool | None,
              mark_read: bool | None) -> TenantChanges:
+    from hybridflow.service.tenants import TenantChanges
+
     if evolution_url is not None and not evolution_url.startswith(("http://", "https://")):
         raise fail(f"--evolution-url must start with http:// or https://, got {evolution_url!r}", 2)
     return TenantChanges(
@@ -50,28 +58,77 @@ def _changes(prompt: str | None, prompt_file: Path | None, evolution_url: str | 
         api_version=api_version, allow_groups=allow_groups, send_presence=send_presence, mark_read=mark_read)
 
 
-PROMPT = typer.Option(None, "--prompt", help="The system prompt: who the assistant is and how it answers.")
-PROMPT_FILE = typer.Option(None, "--prompt-file", help="Read the prompt from this file.")
-EVOLUTION_URL = typer.Option(None, "--evolution-url", help="Base URL of the Evolution API (default from config).")
-API_KEY = typer.Option(None, "--api-key", help="The instance's Evolution API key (stored encrypted).")
-MODEL = typer.Option(None, "--model", help="Ollama model for this tenant (default from config).")
-RESUME_AFTER = typer.Option(None, "--resume-after", help="Auto-resume this long after the last human message, e.g. 2h.")
-DEBOUNCE = typer.Option(None, "--debounce", help="Answer messages sent within this window together, e.g. 3s; 0 disables.")
-WEBHOOK_SECRET = typer.Option(None, "--webhook-secret", help="Shared secret Evolution sends as Authorization: Bearer or X-Hybridflow-Token.")
-JWT_KEY = typer.Option(None, "--jwt-key", help="Evolution 2.3 jwt_key: verify webhooks as HS256 JWTs signed with it.")
-API_VERSION = typer.Option(None, "--api-version", help="v2 (default) or v1 for old Evolution servers.")
+PROMPT = typer.Option(None, "--prompt", metavar="TEXT", help="The system prompt: who the assistant is and how it answers.")
+PROMPT_FILE = typer.Option(None, "--prompt-file", metavar="PATH", help="Read the prompt from this file.")
+EVOLUTION_URL = typer.Option(None, "--evolution-url", metavar="URL", help="Base URL of the Evolution API (default from config).")
+API_KEY = typer.Option(None, "--api-key", metavar="KEY", help="The instance's Evolution API key (stored encrypted).")
+MODEL = typer.Option(None, "--model", metavar="NAME", help="Ollama model for this tenant (default from config).")
+RESUME_AFTER = typer.Option(None, "--resume-after", metavar="DURATION", help="Auto-resume this long after the last human message, e.g. 2h.")
+DEBOUNCE = typer.Option(None, "--debounce", metavar="DURATION", help="Answer messages sent within this window together, e.g. 3s; 0 disables.")
+WEBHOOK_SECRET = typer.Option(None, "--webhook-secret", metavar="SECRET", help="Shared secret Evolution sends as Authorization: Bearer or X-Hybridflow-Token.")
+JWT_KEY = typer.Option(None, "--jwt-key", metavar="KEY", help="Evolution 2.3 jwt_key: verify webhooks as HS256 JWTs signed with it.")
+API_VERSION = typer.Option(None, "--api-version", metavar="v1|v2", help="v2 (default) or v1 for old Evolution servers.")
 GROUPS = typer.Option(None, "--allow-groups/--no-groups", help="Also answer in group chats (off by default).")
 PRESENCE = typer.Option(None, "--typing/--no-typing", help="Show 'typing…' while the model answers.")
 MARK_READ = typer.Option(None, "--mark-read/--no-mark-read", help="Mark the customer's message as read.")
+REPLY_CAP = typer.Option(None, "--reply-cap", metavar="N/WINDOW",
+                         help="At most N model replies per chat in any WINDOW (default 20/10m); off disables. "
+                              "Reply N+1 pauses the chat instead (a loop with another bot stops).")
+MAX_REPLY = typer.Option(None, "--max-reply-chars", metavar="N", help="Cut longer answers at a sentence; 0: no limit.")
+HOURS = typer.Option(None, "--hours", metavar="SCHEDULE",
+                     help='Business hours, e.g. "mon-fri 08:00-12:00 13:30-18:00, sat 08:00-12:00"; "" removes them.')
+TIMEZONE = typer.Option(None, "--timezone", metavar="ZONE", help="IANA zone of the hours, e.g. America/Sao_Paulo "
+                        "(default: the server's).")
+CLOSED = typer.Option(None, "--closed", metavar="DATE", help="Closed all day, e.g. 2026-12-25 (repeatable; added).")
+SPECIAL = typer.Option(None, "--special", metavar="'DATE HOURS'",
+                       help='Other hours that day, e.g. "2026-12-24 08:00-12:00" (repeatable; added).')
+NO_CLOSED = typer.Option(None, "--no-closed", help="Forget the closed dates (before adding --closed ones).")
+NO_SPECIAL = typer.Option(None, "--no-special", help="Forget the special days (before adding --special ones).")
+HOURS_MODE = typer.Option(None, "--hours-mode", metavar="always|outside|inside",
+                          help="always (default); outside: answer only while closed; inside: only while open.")
+
+
+def _policy(reply_cap: str | None, max_reply_chars: int | None, hours: str | None, timezone: str | None,
+            closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
+            hours_mode: str | None) -> dict[str, object]:
+    """The who-and-when options as TenantChanges fields (None: not given)."""
+    return {"reply_cap": reply_cap, "max_reply_chars": max_reply_chars, "hours": hours, "timezone": timezone,
+            "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
+            "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode}
+
+
+# `tenants show`: each setting under the option that sets it, in the words users type.
+_SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api_version": "api-version",
+          "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
+          "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
+          "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode"}
+
+
+def shown_settings(tenant: TenantConfig) -> dict[str, str]:
+    """A tenant as ``tenants show`` prints it: option names, durations as typed (``2h``), yes/no, local times."""
+    shown = {}
+    for key, value in tenant.public().items():
+        if key in ("resume_after", "debounce"):
+            value = format_duration(value)
+        elif isinstance(value, bool):
+            value = yes_no(value)
+        elif key == "created_at":
+            value = clock(tenant.created_at)
+        elif isinstance(value, list):
+            value = ", ".join(value) or "none"
+        shown[_SHOWN.get(key, key)] = str(value)
+    if tenant.schedule is not None:  # open or closed right now, and until when
+        shown["now"] = tenant.schedule.describe_now(datetime.now(UTC), "en")
+    return shown
 
 
 def _show(tenant: TenantConfig) -> None:
     table = Table(show_header=False, box=None)
-    for key, value in tenant.public().items():
-        if key in ("resume_after", "debounce"):
-            value = human_seconds(value)
-        table.add_row(f"[bold]{key}[/bold]", str(value))
-    out.print(table)
+    table.add_column(no_wrap=True)
+    may_wrap(table, "")
+    for key, value in shown_settings(tenant).items():
+        table.add_row(f"[bold]{key}[/bold]", escape(value))
+    print_table(table)
 
 
 def _warn_gaps(tenant: TenantConfig) -> None:
@@ -82,18 +139,23 @@ def _warn_gaps(tenant: TenantConfig) -> None:
 @app.command("add")
 def add(
     ctx: typer.Context,
-    instance: str = typer.Argument(..., help="The Evolution instance name (the 'instance' field of its webhooks)."),
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name (the 'instance' field of its webhooks)."),
     prompt: str | None = PROMPT, prompt_file: Path | None = PROMPT_FILE, evolution_url: str | None = EVOLUTION_URL,
     api_key: str | None = API_KEY, model: str | None = MODEL, resume_after: str | None = RESUME_AFTER,
     debounce: str | None = DEBOUNCE, webhook_secret: str | None = WEBHOOK_SECRET, jwt_key: str | None = JWT_KEY,
     api_version: str | None = API_VERSION, allow_groups: bool | None = GROUPS, typing_: bool | None = PRESENCE,
-    mark_read: bool | None = MARK_READ,
+    mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: int | None = MAX_REPLY,
+    hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
+    special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
+    hours_mode: str | None = HOURS_MODE,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
-    as_json: bool = typer.Option(False, "--json", help="Print the tenant as JSON."),
+    as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Add a tenant for an Evolution instance. Fails if it exists, unless --update."""
     changes = _changes(prompt, prompt_file, evolution_url, api_key, model, resume_after, debounce, webhook_secret,
                        jwt_key, api_version, allow_groups, typing_, mark_read)
+    changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
+                                                     no_closed, no_special, hours_mode))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -110,17 +172,22 @@ def add(
 @app.command("update")
 def update(
     ctx: typer.Context,
-    instance: str = typer.Argument(..., help="The Evolution instance name."),
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
     prompt: str | None = PROMPT, prompt_file: Path | None = PROMPT_FILE, evolution_url: str | None = EVOLUTION_URL,
     api_key: str | None = API_KEY, model: str | None = MODEL, resume_after: str | None = RESUME_AFTER,
     debounce: str | None = DEBOUNCE, webhook_secret: str | None = WEBHOOK_SECRET, jwt_key: str | None = JWT_KEY,
     api_version: str | None = API_VERSION, allow_groups: bool | None = GROUPS, typing_: bool | None = PRESENCE,
-    mark_read: bool | None = MARK_READ,
-    as_json: bool = typer.Option(False, "--json", help="Print the tenant as JSON."),
+    mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: int | None = MAX_REPLY,
+    hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
+    special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
+    hours_mode: str | None = HOURS_MODE,
+    as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
     changes = _changes(prompt, prompt_file, evolution_url, api_key, model, resume_after, debounce, webhook_secret,
                        jwt_key, api_version, allow_groups, typing_, mark_read)
+    changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
+                                                     no_closed, no_special, hours_mode))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())
@@ -135,26 +202,36 @@ async def _tenants_and_database(service: Service) -> tuple[list[TenantConfig], s
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+def list_(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """List the tenants with their effective settings (secrets are never shown)."""
     tenants, database = run(ctx, _tenants_and_database, readonly=True)
     if as_json:
-        print_json([t.public() for t in tenants])
+        print_json({"tenants": [t.public() for t in tenants]})
         return
     if not tenants:
         out.print(f"No tenants yet in {escape(database)}. Add one: hybridflow tenants add INSTANCE --prompt '...'")
         return
-    table = Table("instance", "model", "resume after", "debounce", "evolution url", "api key", "webhook auth")
-    for t in tenants:
-        p = t.public()
-        table.add_row(t.instance, t.model, human_seconds(t.resume_after), human_seconds(t.debounce), t.evolution_url,
-                      p["api_key"], p["webhook_auth"])
-    out.print(table)
+    print_table(tenants_table(tenants))
+
+
+def tenants_table(tenants: list[TenantConfig]) -> Table:
+    """Instance names, models and durations stay whole at any width; the URL folds and the rest wrap."""
+    rows = [[t.instance, t.model, format_duration(t.resume_after), format_duration(t.debounce), t.evolution_url,
+             t.public()["api_key"], t.public()["webhook_auth"]] for t in tenants]
+    table = Table()
+    for index, header in enumerate(("instance", "model", "resume after", "debounce")):
+        keep_whole(table, header, [row[index] for row in rows])
+    may_wrap(table, "evolution url", ratio=3)
+    may_wrap(table, "api key")
+    may_wrap(table, "webhook auth")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
 
 
 @app.command("show")
-def show(ctx: typer.Context, instance: str = typer.Argument(..., help="The Evolution instance name."),
-         as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+def show(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+         as_json: bool = json_option()) -> None:
     """Show one tenant, its prompt included."""
     tenant = run(ctx, lambda s: s.tenant(instance), readonly=True)
     if as_json:
@@ -166,7 +243,7 @@ def show(ctx: typer.Context, instance: str = typer.Argument(..., help="The Evolu
 @app.command("remove")
 def remove(
     ctx: typer.Context,
-    instance: str = typer.Argument(..., help="The Evolution instance name."),
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
     yes: bool = typer.Option(False, "--yes", help="Confirm the removal."),
     keep_history: bool = typer.Option(False, "--keep-history",
                                       help="Keep its sessions and messages; adding the instance again restores them."),
@@ -181,5 +258,5 @@ def remove(
     history = "keep" if keep_history else "delete" if delete_history else None
     counts = run(ctx, lambda s: s.remove_tenant(instance, history=history))
     kept = " (history kept)" if keep_history else ""
-    out.print(f"[green]✓[/green] tenant [bold]{instance}[/bold] removed{kept} "
+    out.print(f"[green]✓[/green] tenant [bold]{escape(instance)}[/bold] removed{kept} "
               f"({counts['messages']} messages, {counts['sessions']} sessions deleted)")

@@ -206,6 +206,20 @@ class Service:
         async with self.store.rehearsal() as conn:
             return await conn.run_sync(store_batch, items, self.clock())
 
+    async def rehearse_stored(self, instance: str, chat: str, message_id: str, *, scan: int = 1000) -> str | None:
+        """The reply the model would write now to a stored customer message that was answered, from the chat as
+        it was up to that message (``--dry-run`` of a message already stored); None when it was not answered or
+        is older than the chat's last ``scan`` messages."""
+        messages = (await self.session_detail(instance, chat, limit=scan)).messages
+        upto = next((n for n, m in enumerate(messages) if m.message_id == message_id), None)
+        if upto is None or messages[upto].action != REPLY_QUEUED:
+            return None
+        history = [(m.direction, m.text) for m in messages[: upto + 1] if m.text is not None]
+        tenant = await self.tenant(instance)
+        answer = await self.llm.chat(model=tenant.model, messages=build_messages(
+            tenant.prompt, turns(history[-self.settings.history_limit:])))
+        return shape(tenant, answer)
+
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event
         result = IngestResult(IGNORED_EVENT, tenant.instance, *webhook.ids, webhook.ignored_because)

@@ -39,6 +39,7 @@ class Action(StrEnum):
     OWN_MESSAGE = "own_message"
     STORED = "stored"
     IGNORED_EVENT = "ignored_event"
+    IGNORED_HOURS = "ignored_hours"  # business hours say the bot is silent now
 
 
 class Reason(StrEnum):
@@ -53,6 +54,7 @@ class Reason(StrEnum):
 
 REPLY_QUEUED, PAUSED, IGNORED_PAUSED = Action.REPLY_QUEUED, Action.PAUSED, Action.IGNORED_PAUSED
 DUPLICATE, OWN_MESSAGE, STORED, IGNORED_EVENT = Action.DUPLICATE, Action.OWN_MESSAGE, Action.STORED, Action.IGNORED_EVENT
+IGNORED_HOURS = Action.IGNORED_HOURS
 CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BOT
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
@@ -189,6 +191,8 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         return IGNORED_PAUSED, session.pause_reason
     if event.kind not in (ev.TEXT, ev.MEDIA) or not event.text:
         return STORED, event.kind if event.kind != ev.MEDIA else "media_without_text"
+    if not tenant.answers_now(now):  # the moment that counts is when the message is received
+        return IGNORED_HOURS, None
     cap, _window = tenant.reply_cap
     if cap and not reply_waiting and recent_replies >= cap:
         # Another bot (an auto-responder) on the other side: stop the loop as if the owner had taken over.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import shlex
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow import events as ev
 from hybridflow import jobs
-from hybridflow.errors import AmbiguousChat, BadRequest, UnknownSession
+from hybridflow.errors import AmbiguousChat, BadRequest, UnknownInstance, UnknownSession
 from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.numbers import DEFAULT_REGION, TypedChat, parse_chat
 from hybridflow.service.ingest import AUTO_RESUME, OPERATOR
@@ -237,6 +239,8 @@ class Sessions:
         query = _select_views().where(*conditions)
         async with self.store.read() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))).scalar_one()
+            if not total and instance is not None:
+                await _known_instance(conn, instance)
             rows = await conn.execute(
                 query.order_by(SESSIONS.c.last_message_at.desc().nulls_last(), SESSIONS.c.id.desc())
                 .limit(limit).offset(offset)
@@ -340,6 +344,19 @@ class Sessions:
                  "actor": "sweep", "message_id": None, "resumes_at": None} for r in resumed])
             rows = await conn.execute(_select_views().where(SESSIONS.c.id.in_([r.id for r in resumed])))
             return [_view(row) for row in rows]
+
+
+async def _known_instance(conn: AsyncConnection, instance: str) -> None:
+    """``UnknownInstance`` naming a filter's instance that no tenant has (and the closest one that does)."""
+    rows = (await conn.execute(sa.select(TENANTS.c.instance, TENANTS.c.removed_at))).all()
+    if any(row.instance == instance and row.removed_at is None for row in rows):
+        return
+    if any(row.instance == instance for row in rows):
+        raise UnknownInstance(f"instance {instance!r} was removed; its kept history is read with "
+                              f"`hybridflow sessions show {shlex.quote(instance)} CHAT`")
+    close = difflib.get_close_matches(instance, [row.instance for row in rows if row.removed_at is None], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UnknownInstance(f"unknown instance {instance!r}{hint}: `hybridflow tenants list` shows the tenants")
 
 
 def _kind_of(chat_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hybridflow.config import DEFAULT_REPLY_CAP, Settings, parse_reply_cap
+from hybridflow.config import DEFAULT_REPLY_CAP, Settings, format_duration, parse_reply_cap
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
 from hybridflow import jobs, numbers
+from hybridflow.hours import HoursMode, InvalidHours, Schedule, should_answer
 from hybridflow.models import CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.store import Store
 
@@ -52,6 +54,14 @@ class TenantConfig:
     secret_error: str | None = None
     reply_cap: tuple[int, float] = DEFAULT_REPLY_CAP  # (replies, window in seconds); (0, 0) when off
     max_reply_chars: int | None = None  # longer model answers are cut at a sentence
+    schedule: Schedule | None = None  # business hours, in the tenant's zone
+    hours_mode: HoursMode = HoursMode.ALWAYS
+
+    def answers_now(self, now: datetime) -> bool:
+        """Whether business hours let the bot answer at ``now`` (always, outside them, or inside them)."""
+        if self.schedule is None or self.hours_mode == HoursMode.ALWAYS:
+            return True
+        return should_answer(self.hours_mode, self.schedule.is_open(now))
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -69,7 +79,7 @@ class TenantConfig:
         return found
 
     def public(self) -> dict[str, Any]:
-        """What an operator may see: everything but the secrets themselves."""
+        """What an operator may see: everything but the secrets themselves, named as the options that set them."""
         return {
             "instance": self.instance,
             "prompt": self.prompt,
@@ -79,8 +89,17 @@ class TenantConfig:
             "debounce": self.debounce,
             "api_version": self.api_version,
             "allow_groups": self.allow_groups,
-            "send_presence": self.send_presence,
+            "typing": self.send_presence,  # named as its option, --typing
             "mark_read": self.mark_read,
+            "reply_cap": f"{self.reply_cap[0]}/{format_duration(self.reply_cap[1])}" if self.reply_cap[0] else "off",
+            "max_reply_chars": self.max_reply_chars or "no limit",
+            "hours": self.schedule.to_text() if self.schedule else "none",
+            "timezone": self.schedule.zone if self.schedule else "the server's",
+            "closed": [d.isoformat() for d in self.schedule.closed] if self.schedule else [],
+            "special": [str(d) for d in self.schedule.special] if self.schedule else [],
+            "hours_mode": self.hours_mode,
+            "ignore": sorted(self.ignored),
+            "allow": sorted(self.allowed),
             "api_key": "set" if self.has_api_key else "not set",
             "webhook_auth": "jwt" if self.has_jwt_key else "secret" if self.has_webhook_secret else "none",
             "created_at": self.created_at.isoformat(),
@@ -105,6 +124,13 @@ class TenantChanges:
     mark_read: bool | None = None
     reply_cap: str | None = None  # "20/10m" or "off"
     max_reply_chars: int | None = None  # 0 clears the limit
+    hours: str | None = None  # "mon-fri 08:00-18:00, sat 08:00-12:00"; "" clears the schedule
+    timezone: str | None = None  # IANA name; "" means the server's zone
+    closed: tuple[str, ...] | None = None  # dates added to the closed days
+    special: tuple[str, ...] | None = None  # "2026-12-24 08:00-12:00" added to the special days
+    clear_closed: bool | None = None
+    clear_special: bool | None = None
+    hours_mode: str | None = None  # always | outside | inside
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -124,7 +150,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "prompt": None, "evolution_url": None, "api_key_enc": None, "webhook_secret_enc": None, "jwt_key_enc": None,
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
-    "max_reply_chars": None,
+    "max_reply_chars": None, "hours": None, "hours_mode": "always",
 }
 
 
@@ -136,6 +162,52 @@ def _check_auth(*, secret: bool, jwt_key: bool, api_version: str) -> None:
     if api_version == "v1" and (secret or jwt_key):
         raise BadRequest("Evolution 1.x (--api-version v1) sends no custom headers, so it cannot send a webhook "
                          "secret or a JWT: remove them, or use --api-version v2")
+
+
+_HOURS_FIELDS = ("hours", "timezone", "closed", "special", "clear_closed", "clear_special", "hours_mode")
+
+
+def _touches_hours(changes: TenantChanges) -> bool:
+    return any(getattr(changes, name) is not None for name in _HOURS_FIELDS)
+
+
+def _hours_values(changes: TenantChanges, row: Any) -> dict[str, Any]:
+    """The business-hours columns after ``changes``: closed and special dates are added to the ones stored
+    (``clear_*`` first empties them), the zone and the weekly hours replace theirs; ``hours=""`` removes it all."""
+    if not _touches_hours(changes):
+        return {}
+    out: dict[str, Any] = {}
+    mode = changes.hours_mode if changes.hours_mode is not None else (row.hours_mode if row is not None else "always")
+    try:
+        mode = HoursMode(mode)
+    except ValueError:
+        raise BadRequest(f"--hours-mode must be always, outside or inside, not {mode!r}") from None
+    out["hours_mode"] = mode
+    stored = json.loads(row.hours) if row is not None and _schedule(row.hours) is not None else {}
+    hours = changes.hours if changes.hours is not None else stored.get("hours")
+    if hours == "":
+        out["hours"] = None
+    elif hours is None:
+        if any(getattr(changes, name) is not None for name in _HOURS_FIELDS[1:6]):
+            raise BadRequest("this tenant has no business hours yet: give --hours too "
+                             "(e.g. --hours \"mon-fri 08:00-18:00, sat 08:00-12:00\")")
+    else:
+        closed = ([] if changes.clear_closed else stored.get("closed", [])) + list(changes.closed or ())
+        special = ([] if changes.clear_special else stored.get("special", [])) + list(changes.special or ())
+        zone = changes.timezone if changes.timezone is not None else stored.get("timezone")
+        out["hours"] = Schedule.parse(hours, closed=closed, special=special, timezone=zone or None).to_json()
+    if mode != HoursMode.ALWAYS and out.get("hours", stored or None) is None:
+        raise BadRequest(f"--hours-mode {mode} needs business hours: give --hours too")
+    return out
+
+
+def _schedule(stored: str | None) -> Schedule | None:
+    if not stored:
+        return None
+    try:
+        return Schedule.from_json(stored)
+    except InvalidHours:  # written by a newer release, or by hand: answer as if there were no hours
+        return None
 
 
 def _rule(rule: str) -> str:
@@ -200,6 +272,8 @@ class Tenants:
             reply_cap=DEFAULT_REPLY_CAP if row.reply_cap_count is None else (row.reply_cap_count,
                                                                              row.reply_cap_window or 0.0),
             max_reply_chars=row.max_reply_chars,
+            schedule=_schedule(row.hours),
+            hours_mode=HoursMode(row.hours_mode),
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -360,9 +434,13 @@ class Tenants:
         if not instance:
             raise BadRequest("the instance name cannot be empty")
         values = self._values(changes)
+        if _touches_hours(changes) and changes.hours is None and not update:
+            raise BadRequest("give --hours with --timezone, --closed, --special or --hours-mode "
+                             "(e.g. --hours \"mon-fri 08:00-18:00, sat 08:00-12:00\")")
         restored: dict[str, int] | None = None
         async with self.store.write() as conn:
             found = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.instance == instance))).first()
+            values |= _hours_values(changes, found if found is not None and found.removed_at is None else None)
             if found is not None and found.removed_at is None:
                 if not update:
                     raise Conflict(f"tenant {instance!r} already exists (use `tenants update` or --update to change it)")

@@ -355,9 +355,9 @@ def test_sessions_list_table_shows_each_chat_with_its_state(hf, tmp_path):
         (OTHER, "João", "active", ""),
     ]
     assert rows[0]["instance"] == rows[1]["instance"] == INSTANCE
-    assert re.fullmatch(r"1h 59m|2h", rows[0]["resumes in"]), rows[0]
+    assert re.fullmatch(r"1 h 59 min|2 h", rows[0]["resumes in"]), rows[0]
     assert rows[1]["resumes in"] == "-"
-    assert all(re.fullmatch(r"\d+s ago", r["last message"]) for r in rows), rows
+    assert all(re.fullmatch(r"\d+ s ago", r["last message"]) for r in rows), rows
     assert "2 of 2 sessions (page 1 of 1)" in result.stdout
 
 
@@ -374,7 +374,9 @@ def test_sessions_list_filters_paused_and_instance(hf, tmp_path):
     other = sessions(hf, "--instance", "acougue")
     assert [(s["instance"], s["chat_id"]) for s in other["sessions"]] == [("acougue", chat(7))]
     assert {r["instance"] for r in lines_of_table(ok(hf("sessions", "list", "-i", INSTANCE)).stdout)} == {INSTANCE}
-    assert sessions(hf, "--paused", "--instance", "acougue") == {"total": 0, "page": 1, "limit": 50, "sessions": []}
+    assert sessions(hf, "--paused", "--instance", "acougue") == {"total": 0, "page": 1, "pages": 0, "limit": 50,
+                                                                 "sessions": []}
+    assert ok(hf("sessions", "list", "--paused", "-i", "acougue")).stdout == "No sessions match --instance acougue --paused.\n"
 
 
 def test_sessions_list_since_keeps_recently_active_chats(hf, tmp_path):
@@ -403,14 +405,16 @@ def test_sessions_list_pages_through_many_sessions(hf, tmp_path):
     table = ok(hf("sessions", "list", "--limit", "25", "--page", "3")).stdout
     assert [r["chat"] for r in lines_of_table(table)] == list(reversed(chats))[50:]
     assert "10 of 60 sessions (page 3 of 3)" in table
-    assert "No sessions match" in ok(hf("sessions", "list", "--limit", "25", "--page", "4")).stdout
+    past = ok(hf("sessions", "list", "--limit", "25", "--page", "4")).stdout
+    assert past == "Page 4 is past the end: 60 sessions make 3 pages of 25 (the last is --page 3).\n"
+    assert (pages[3]["page"], pages[3]["pages"]) == (4, 3)
     assert hf("sessions", "list", "--limit", "0").exit_code == 2
 
 
 def test_sessions_list_empty(hf):
     ok(hf("migrate"))  # an empty database (listing never creates one: tests/db/test_readonly_commands.py)
     assert "No sessions yet" in ok(hf("sessions", "list")).stdout
-    assert sessions(hf) == {"total": 0, "page": 1, "limit": 50, "sessions": []}
+    assert sessions(hf) == {"total": 0, "page": 1, "pages": 0, "limit": 50, "sessions": []}
 
 
 def test_sessions_list_says_no_match_when_a_filter_matches_nothing(hf, tmp_path):
@@ -433,12 +437,17 @@ def test_sessions_show_prints_the_transcript_and_the_pause_history(hf, tmp_path)
     output = ok(hf("sessions", "show", INSTANCE, "5511987654321")).stdout  # a bare phone number works too
     assert f"{INSTANCE} · {CUSTOMER} · Maria" in output
     assert "state: active" in output
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d"  # local time with its offset
     history = [line.split() for line in output.split("pause / resume history")[1].split("transcript")[0].splitlines()
                if line.strip()]
-    assert [(h[2], h[3], h[5]) for h in history] == [("paused", "human_message", "owner"),
+    assert all(re.match(rf"  {stamp} ", line) for line in output.split("pause / resume history")[1]
+               .split("transcript")[0].splitlines() if line.strip())
+    assert [(h[3], h[4], h[6]) for h in history] == [("paused", "human_message", "owner"),
                                                     ("resumed", "operator", "cli")]
-    transcript = output.split("transcript")[1].splitlines()
-    said = [re.sub(r"\s+\(\w+\)$", "", line.split(" ", 3)[-1]).strip() for line in transcript if ": " in line]
+    assert all(re.search(r"\(\d+ s ago\)$", " ".join(h)) for h in history), history
+    transcript = output.split("transcript")[1].split("replies")[0].splitlines()
+    assert all(re.match(rf"  {stamp} ", line) for line in transcript if ": " in line)
+    said = [re.sub(r"\s+\(\w+\)$", "", line.split(" ", 5)[-1]).strip() for line in transcript if ": " in line]
     assert said == ["customer: Vocês abrem domingo?", "owner: Oi Maria, aqui é o João!", "customer: Obrigada!"]
     assert "(reply_queued)" in output and "(paused)" in output and "(ignored_paused)" in output
     assert "replies" in output and "queued" in output
@@ -502,12 +511,13 @@ def test_pause_for_a_duration_sets_when_it_resumes(hf, tmp_path):
     assert timedelta(minutes=29) < remaining <= timedelta(minutes=30)
     row = lines_of_table(ok(hf("sessions", "list")).stdout)[0]
     assert (row["chat"], row["state"]) == (CUSTOMER, "paused")
-    assert re.fullmatch(r"29m|30m", row["resumes in"]), row
+    assert re.fullmatch(r"29 min|30 min", row["resumes in"]), row
 
 
 def test_pause_for_30m_says_it_resumes_in_30m(hf):
     add_tenant(hf)
-    assert "resumes in 30m" in ok(hf("sessions", "pause", INSTANCE, CUSTOMER, "--for", "30m")).stdout
+    output = ok(hf("sessions", "pause", INSTANCE, CUSTOMER, "--for", "30m")).stdout
+    assert re.search(r"resumes \d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d \(in 30 min\)", output), output
 
 
 def test_pause_for_a_short_time_is_resumed_by_the_sweep(hf, tmp_path):
@@ -597,7 +607,7 @@ def test_removing_a_tenant_can_keep_its_history_for_when_it_comes_back(hf, tmp_p
 
     removed = ok(hf("tenants", "remove", INSTANCE, "--yes", "--keep-history"))
     assert "history kept" in removed.stdout
-    assert as_json(hf("tenants", "list", "--json")) == []
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}
     assert sessions(hf)["total"] == 0
     assert "unknown instance" in hf("replay", str(tmp_path / "p.jsonl")).stdout
 
@@ -652,7 +662,7 @@ def test_sweep_json_lists_the_resumed_sessions(hf, tmp_path):
 def test_migrate_prints_the_schema_version_and_can_run_again(hf):
     assert ok(hf("migrate")).stdout.strip() == f"database schema is at version {SCHEMA_VERSION}"
     assert ok(hf("migrate")).stdout.strip() == f"database schema is at version {SCHEMA_VERSION}"
-    assert as_json(hf("tenants", "list", "--json")) == []
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}
 
 
 # --- doctor -------------------------------------------------------------------------------------------------------

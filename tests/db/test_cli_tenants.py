@@ -66,7 +66,7 @@ def test_add_with_api_key_shows_it_is_set(hf):
 def test_add_refuses_bad_input_with_exit_2_and_stores_nothing(hf, tmp_path, args, fragment):
     (tmp_path / "p.txt").write_text("x", encoding="utf-8")
     assert fragment in failed(hf("tenants", "add", "padaria", *args), code=2)
-    assert as_json(hf("tenants", "list", "--json")) == []
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}
 
 
 def test_add_existing_fails_clearly_and_changes_nothing(hf):
@@ -81,7 +81,7 @@ def test_add_existing_with_update_changes_only_what_is_given(hf):
     ok(hf("tenants", "add", "padaria", "--prompt", "New prompt", "--update"))
     tenant = shown(hf, "padaria")
     assert (tenant["prompt"], tenant["model"]) == ("New prompt", "qwen2.5:7b")
-    assert len(as_json(hf("tenants", "list", "--json"))) == 1
+    assert len(as_json(hf("tenants", "list", "--json"))["tenants"]) == 1
 
 
 def test_add_with_update_creates_a_new_tenant_too(hf):
@@ -94,7 +94,7 @@ def test_add_with_update_creates_a_new_tenant_too(hf):
 
 def test_list_empty_says_how_to_add_one(hf):
     assert "tenants add" in ok(hf("tenants", "list")).stdout
-    assert as_json(hf("tenants", "list", "--json")) == []
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}
 
 
 def test_list_table_and_json(hf):
@@ -103,10 +103,10 @@ def test_list_table_and_json(hf):
 
     rows = table_rows(ok(hf("tenants", "list")).stdout)
     assert set(rows) == {"padaria", "açougue"}
-    assert (rows["padaria"]["resume after"], rows["padaria"]["api key"]) == ("1h 30m", "set")
+    assert (rows["padaria"]["resume after"], rows["padaria"]["api key"]) == ("90m", "set")  # as --resume-after takes it
     assert (rows["açougue"]["model"], rows["açougue"]["api key"]) == ("qwen2.5:7b", "not set")
 
-    listed = {t["instance"]: t for t in as_json(hf("tenants", "list", "--json"))}
+    listed = {t["instance"]: t for t in as_json(hf("tenants", "list", "--json"))["tenants"]}
     assert set(listed) == {"padaria", "açougue"}
     assert listed["padaria"]["resume_after"] == 5400 and listed["padaria"]["api_key"] == "set"
     assert listed["açougue"]["model"] == "qwen2.5:7b" and listed["açougue"]["prompt"] == PROMPT
@@ -116,19 +116,19 @@ def test_defaults_shown_come_from_the_configuration(hf):
     ok(hf("tenants", "add", "padaria", "--prompt", PROMPT))
     configured = {"resume_after": "30m", "ollama_model": "mistral:7b", "evolution_url": "http://evo.internal:8080"}
 
-    tenant = as_json(hf("tenants", "list", "--json", **configured))[0]
+    tenant = as_json(hf("tenants", "list", "--json", **configured))["tenants"][0]
     assert (tenant["resume_after"], tenant["model"], tenant["evolution_url"]) == (
         1800, "mistral:7b", "http://evo.internal:8080")
     row = table_rows(ok(hf("tenants", "list", **configured)).stdout)["padaria"]
     assert (row["resume after"], row["model"], row["evolution url"]) == ("30m", "mistral:7b", "http://evo.internal:8080")
 
-    default = as_json(hf("tenants", "list", "--json"))[0]  # the tenant follows the configuration, not a copy of it
+    default = as_json(hf("tenants", "list", "--json"))["tenants"][0]  # the tenant follows the configuration, not a copy of it
     assert default["resume_after"] == 7200
 
 
 def test_a_tenant_setting_beats_the_configured_default(hf):
     ok(hf("tenants", "add", "padaria", "--prompt", PROMPT, "--resume-after", "45m"))
-    assert as_json(hf("tenants", "list", "--json", resume_after="30m"))[0]["resume_after"] == 2700
+    assert as_json(hf("tenants", "list", "--json", resume_after="30m"))["tenants"][0]["resume_after"] == 2700
 
 
 # --- tenants show / update / remove -------------------------------------------------------------------------------
@@ -160,16 +160,16 @@ def test_update_with_an_empty_api_key_clears_it(hf):
 
 def test_update_unknown_instance_fails_and_creates_nothing(hf):
     failed(hf("tenants", "update", "ghost", "--prompt", PROMPT))
-    assert as_json(hf("tenants", "list", "--json")) == []
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}
 
 
 def test_remove_needs_yes(hf):
     ok(hf("tenants", "add", "padaria", "--prompt", PROMPT))
     assert "--yes" in failed(hf("tenants", "remove", "padaria"), code=2)
-    assert [t["instance"] for t in as_json(hf("tenants", "list", "--json"))] == ["padaria"]
+    assert [t["instance"] for t in as_json(hf("tenants", "list", "--json"))["tenants"]] == ["padaria"]
 
     ok(hf("tenants", "remove", "padaria", "--yes"))
-    assert as_json(hf("tenants", "list", "--json")) == []
+    assert as_json(hf("tenants", "list", "--json")) == {"tenants": []}
     failed(hf("tenants", "show", "padaria"))
 
 
@@ -237,4 +237,4 @@ def test_cli_database_url_follows_file_then_environment_then_flag(tmp_path):
 
     for name, instance in (("file", "a"), ("env", "b"), ("flag", "c")):
         listed = invoke("--database-url", f"sqlite:///{databases[name]}", "tenants", "list", "--json")
-        assert [t["instance"] for t in json.loads(listed.stdout)] == [instance]
+        assert [t["instance"] for t in json.loads(listed.stdout)["tenants"]] == [instance]

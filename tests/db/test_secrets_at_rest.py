@@ -140,7 +140,7 @@ def test_cli_add_with_api_key_but_no_secret_key_refuses_and_says_how(database_ur
     assert "Traceback" not in result.stderr
     assert_no_secret(result.stdout + result.stderr)
     listed = cli(database_url, "tenants", "list", "--json", secret_key=None)
-    assert json.loads(listed.stdout) == [], "nothing may be stored when the key cannot be encrypted"
+    assert json.loads(listed.stdout) == {"tenants": []}, "nothing may be stored when the key cannot be encrypted"
 
 
 def test_cli_tenant_without_secrets_needs_no_secret_key(database_url):
@@ -154,7 +154,7 @@ def test_cli_still_lists_tenants_after_the_secret_key_changed(database_url):
     for key in (generate_key(), None):
         result = cli(database_url, "tenants", "list", "--json", secret_key=key)
         assert result.exit_code == 0, result.stderr
-        assert [t["instance"] for t in json.loads(result.stdout)] == ["caldasIA"]
+        assert [t["instance"] for t in json.loads(result.stdout)["tenants"]] == ["caldasIA"]
         assert_no_secret(result.stdout + result.stderr)
 
 

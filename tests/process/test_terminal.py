@@ -54,4 +54,4 @@ def test_remove_asks_on_a_terminal_instead_of_demanding_yes(tmp_path):
     assert code == 0 and "tenant padaria removed" in output
     listed = subprocess.run([*HYBRIDFLOW, "tenants", "list", "--json"], env=env, cwd=tmp_path, capture_output=True,
                             text=True, check=True)
-    assert [t["instance"] for t in json.loads(listed.stdout)] == ["acougue"]
+    assert [t["instance"] for t in json.loads(listed.stdout)["tenants"]] == ["acougue"]

@@ -37,3 +37,17 @@ def test_every_option_and_argument_is_explained(path, command):
 
 def test_version():
     assert "hybridflow" in ok(invoke("--version")).stdout
+
+
+@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) or "hybridflow" for p, _ in ALL_COMMANDS])
+def test_help_shows_real_metavars_and_no_python_types(path, command):
+    text = ok(invoke(*path, "--help")).stdout
+    for python_type in ("<bool>", "<str>", "<int", "<path>", "{instance}", "{chat}"):
+        assert python_type not in text, f"`hybridflow {' '.join(path)} --help` shows {python_type}"
+
+
+def test_arguments_are_named_as_users_type_them():
+    text = ok(invoke("sessions", "show", "--help")).stdout
+    assert "INSTANCE" in text and "CHAT" in text
+    assert "--limit" in text and " N " in text
+    assert "PATH" in ok(invoke("replay", "--help")).stdout
