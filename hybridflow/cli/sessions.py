@@ -85,9 +85,10 @@ def list_(
                                      help="Only sessions active within this long, e.g. 24h."),
     limit: int = typer.Option(50, "--limit", min=1, max=10000, metavar="N", help="Rows per page."),
     page: int = typer.Option(1, "--page", min=1, metavar="N", help="Page number."),
+    every_kind: bool = typer.Option(False, "--all", help="Also groups, status broadcasts and newsletters."),
     as_json: bool = json_option(),
 ) -> None:
-    """List chats, most recently active first."""
+    """List chats with people, most recently active first (--all: groups and broadcasts too)."""
     cutoff = None
     if since is not None:
         try:
@@ -95,7 +96,8 @@ def list_(
         except ValueError as exc:
             raise fail(f"invalid value for --since: {exc}", 2) from None
     views, total = run(ctx, lambda s: s.list_sessions(instance=instance, paused=True if paused else None,
-                                                      since=cutoff, limit=limit, offset=(page - 1) * limit),
+                                                      since=cutoff, limit=limit, offset=(page - 1) * limit,
+                                                      every_kind=every_kind),
                        readonly=True)
     pages = (total + limit - 1) // limit
     if as_json:

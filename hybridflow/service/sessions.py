@@ -227,9 +227,12 @@ class Sessions:
         self.store = store
 
     async def list(self, *, instance: str | None = None, paused: bool | None = None, since: datetime | None = None,
-                   limit: int = 50, offset: int = 0) -> tuple[list[SessionView], int]:
-        """A page of sessions, most recently active first, and the total that matched."""
+                   limit: int = 50, offset: int = 0, every_kind: bool = False) -> tuple[list[SessionView], int]:
+        """A page of sessions, most recently active first, and the total that matched. Groups, status broadcasts
+        and newsletters are not people's chats: listed only with ``every_kind``."""
         conditions = [TENANTS.c.removed_at.is_(None)]
+        if not every_kind:
+            conditions.append(SESSIONS.c.chat_kind.not_in([ev.GROUP, ev.BROADCAST, ev.NEWSLETTER]))
         if instance is not None:
             conditions.append(TENANTS.c.instance == instance)
         if paused is not None:

@@ -252,3 +252,17 @@ def test_every_json_command_prints_one_object_and_replay_prints_json_lines(hf, t
     assert as_json(hf("sweep", "--json")) == {"resumed": []}
     doctor = hf("doctor", "--json", ollama_host="http://127.0.0.1:9")
     assert set(json.loads(doctor.stdout)) == {"ok", "checks"}
+
+
+def test_sessions_list_shows_people_and_groups_or_broadcasts_only_when_asked(hf, tmp_path):  # type: ignore[no-untyped-def]
+    assert hf("tenants", "add", "test-instance", "--prompt", "Seja breve.", "--allow-groups").exit_code == 0
+    bodies = [upsert("Oi"), upsert("Bom dia grupo", chat="120363025246125888@g.us",
+                                     participant="5511911112222@s.whatsapp.net"),
+              upsert("status", chat="status@broadcast", participant="5511911112222@s.whatsapp.net")]
+    path = tmp_path / "bodies.jsonl"
+    path.write_text("".join(json.dumps(b) + "\n" for b in bodies))
+    assert hf("replay", str(path)).exit_code == 0
+    people = json.loads(hf("sessions", "list", "--json").stdout)
+    assert [s["chat_id"] for s in people["sessions"]] == ["5511987654321@s.whatsapp.net"] and people["total"] == 1
+    every = json.loads(hf("sessions", "list", "--all", "--json").stdout)
+    assert {s["chat_kind"] for s in every["sessions"]} == {"user", "group", "broadcast"}
