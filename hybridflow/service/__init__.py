@@ -24,13 +24,13 @@ from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
 from hybridflow.evolution import EvolutionClient
-from hybridflow.llm import LLMClient, build_messages
+from hybridflow.llm import LLMClient
 from hybridflow.logs import Throttle
 from hybridflow.metrics import Metrics
 from hybridflow.models import SESSIONS
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
 from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
-from hybridflow.service.replies import Replies, shape, turns
+from hybridflow.service.replies import Replies, compose
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import SavedTenant, TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
@@ -123,8 +123,8 @@ class Service:
             raise
         try:
             authenticate(tenant, webhook.event, credentials)
-        except Unavailable as exc:
-            self._unreadable_secrets(tenant, exc)
+        except Unavailable:
+            self._unreadable_secrets(tenant)
             raise
         if webhook.is_ignored:
             return self._ignored(tenant, webhook)
@@ -151,8 +151,7 @@ class Service:
                 history = await conn.run_sync(recent_texts, session_id, self.settings.history_limit)
         if history is None:
             return result, None
-        answer = await self.llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
-        return result, shape(tenant, answer)
+        return result, await compose(self.llm, tenant, history)
 
     async def note_rejected(self, exc: HybridFlowError, *, instance: str | None = None) -> None:
         """Log a webhook answered 400, 404 or 413, at most once a minute per cause and instance. An unknown
@@ -174,7 +173,7 @@ class Service:
                     fields["did_you_mean"] = close
         log.warning("webhook.rejected", **fields)
 
-    def _unreadable_secrets(self, tenant: TenantConfig, exc: Unavailable) -> None:
+    def _unreadable_secrets(self, tenant: TenantConfig) -> None:
         held = self.log_throttle.allow(("secrets", tenant.instance))
         if held is not None:
             log.error("webhook.secret_unreadable", tenant=tenant.instance, reason=tenant.secret_error, fix=SAME_KEY,
@@ -215,10 +214,7 @@ class Service:
         if upto is None or messages[upto].action != REPLY_QUEUED:
             return None
         history = [(m.direction, m.text) for m in messages[: upto + 1] if m.text is not None]
-        tenant = await self.tenant(instance)
-        answer = await self.llm.chat(model=tenant.model, messages=build_messages(
-            tenant.prompt, turns(history[-self.settings.history_limit:])))
-        return shape(tenant, answer)
+        return await compose(self.llm, await self.tenant(instance), history[-self.settings.history_limit:])
 
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event

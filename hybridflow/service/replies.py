@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ def backoff(attempts: int, base: float = 5.0) -> float:
     return min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
 
 
-def turns(history: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> list[Turn]:
+def turns(history: Sequence[tuple[str, str]]) -> list[Turn]:
     """A chat's recent messages as the model sees them: the customer speaks as the user, everyone else (the
     owner, other API clients, the bot) as the assistant."""
     return [Turn("user" if author == Author.CUSTOMER else "assistant", text) for author, text in history]
@@ -45,6 +45,12 @@ def turns(history: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> list[
 def shape(tenant: TenantConfig, answer: str) -> str:
     """The model's answer as the tenant sends it: cut at a sentence when it is longer than its limit."""
     return cut_at_sentence(answer, tenant.max_reply_chars) if tenant.max_reply_chars else answer
+
+
+async def compose(llm: LLMClient, tenant: TenantConfig, history: Sequence[tuple[str, str]]) -> str:
+    """The reply the tenant's model writes to a chat's history, as the tenant sends it; raises LLMError."""
+    answer = await llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
+    return shape(tenant, answer)
 
 
 class Replies:
@@ -111,8 +117,7 @@ class Replies:
             if tenant.send_presence:
                 self._side_task(self._presence(tenant, job, bound))
             try:
-                text = shape(tenant, await self.llm.chat(
-                    model=tenant.model, messages=build_messages(tenant.prompt, turns(job.history))))
+                text = await compose(self.llm, tenant, job.history)
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
         if not await self._record_attempt(job, text):

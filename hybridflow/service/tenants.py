@@ -434,9 +434,6 @@ class Tenants:
         if not instance:
             raise BadRequest("the instance name cannot be empty")
         values = self._values(changes)
-        if _touches_hours(changes) and changes.hours is None and not update:
-            raise BadRequest("give --hours with --timezone, --closed, --special or --hours-mode "
-                             "(e.g. --hours \"mon-fri 08:00-18:00, sat 08:00-12:00\")")
         restored: dict[str, int] | None = None
         async with self.store.write() as conn:
             found = (await conn.execute(sa.select(TENANTS).where(TENANTS.c.instance == instance))).first()
