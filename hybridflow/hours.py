@@ -57,8 +57,10 @@ _DAY_MINUTES = 24 * 60
 _HORIZON = timedelta(days=371)  # a year and a week: every weekday and a yearly holiday are seen
 _YEARS = range(2000, 3000)
 _PHRASES = {  # the words around Babel's day names and times; (open, closed) with and without a next change
-    "pt": {"now": "agora", "open": ("aberto até {}", "aberto"), "closed": ("fechado até {}", "fechado")},
-    "en": {"now": "now", "open": ("open until {}", "open"), "closed": ("closed until {}", "closed")},
+    "pt": {"now": "agora", "open": ("aberto até {}", "aberto"), "closed": ("fechado até {}", "fechado"),
+           "hours": "horário de atendimento", "zone": "fuso"},
+    "en": {"now": "now", "open": ("open until {}", "open"), "closed": ("closed until {}", "closed"),
+           "hours": "business hours", "zone": "time zone"},
 }
 
 
@@ -213,6 +215,13 @@ class Schedule:
         until, bare = phrases["open" if self.is_open(at) else "closed"]
         state = bare if change is None else until.format(_when(change.astimezone(self.tzinfo), now, loc, " "))
         return f"{phrases['now']}: {_weekday(now, loc)} {_time(now, loc)}, {state}"
+
+    def brief(self, at: datetime, locale: str = DEFAULT_LOCALE) -> str:
+        """What the model is told: the weekly hours and zone, then ``describe_now``, in the locale's language:
+        "business hours (time zone America/Sao_Paulo): mon-fri 08:00-18:00, sat-sun closed. now: Tuesday 14:05,
+        open until 18:00"."""
+        _, phrases = _locale(locale)
+        return f"{phrases['hours']} ({phrases['zone']} {self.zone}): {self.to_text()}. {self.describe_now(at, locale)}"
 
     def format_next_open(self, at: datetime, locale: str = DEFAULT_LOCALE) -> str | None:
         """The next opening for an away message's ``{next_open}``: "segunda-feira, 08:00"; None if it never opens."""
@@ -444,6 +453,11 @@ def _instant(day: date, minute: int, zone: tzinfo) -> datetime:
         else:
             low = middle
     return datetime.fromtimestamp(high, UTC)
+
+
+def check_locale(name: str) -> str:
+    """A supported locale's canonical name (``pt-br`` -> ``pt_BR``); ``InvalidHours`` naming an unsupported one."""
+    return str(_locale(name)[0])
 
 
 def _locale(name: str) -> tuple[Locale, dict]:

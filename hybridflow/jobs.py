@@ -36,7 +36,7 @@ WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the wri
 
 QUEUED, RUNNING, RETRY, SENDING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRY, JobStatus.SENDING
 SENT, FAILED, SKIPPED_PAUSED, UNKNOWN = JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED_PAUSED, JobStatus.UNKNOWN
-CANCELLED = JobStatus.CANCELLED
+CANCELLED, SKIPPED_BUDGET = JobStatus.CANCELLED, JobStatus.SKIPPED_BUDGET
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,11 @@ class KindRule:
 
 RULES: dict[JobKind, KindRule] = {
     JobKind.REPLY: KindRule(debounced=True, skipped_when_paused=True),
+    JobKind.AWAY: KindRule(debounced=False, skipped_when_paused=True),
 }
 PAUSABLE_KINDS = tuple(kind for kind, rule in RULES.items() if rule.skipped_when_paused)
+# Pausable kinds other than the reply, whose waiting jobs the partial index of waiting replies does not cover.
+_OTHER_PAUSABLE = tuple(str(kind) for kind in PAUSABLE_KINDS if kind != JobKind.REPLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,21 @@ class Reply:
     due_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A fixed text to send a chat (an away message), queued once per ``key``: the (tenant, kind, key) unique
+    constraint makes a second one for the same key a no-op, in every process."""
+
+    kind: JobKind
+    tenant_id: int
+    session_id: int
+    chat_id: str
+    key: str  # e.g. "away:2026-12-01:5511987654321@s.whatsapp.net": once per chat per local day
+    message_id: str  # the customer message it answers
+    text: str
+    due_at: datetime
+
+
 # -- queueing -------------------------------------------------------------------------------------------------
 
 
@@ -116,12 +134,32 @@ def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -
         conn.execute(_enqueue_reply(conn.dialect.name), list(merged.values()))
 
 
+@functools.cache
+def _enqueue_notice(dialect: str) -> Any:
+    return dialect_insert(dialect, JOBS).on_conflict_do_nothing(
+        index_elements=["tenant_id", "kind", "trigger_message_id"])
+
+
+def enqueue_notices(conn: Connection, notices: Iterable[Notice], now: datetime) -> None:
+    """Queue fixed texts, each at most once per its key (also when several processes queue the same one)."""
+    rows = {(n.tenant_id, n.kind, n.key): {
+        "kind": n.kind, "tenant_id": n.tenant_id, "session_id": n.session_id, "chat_id": n.chat_id,
+        "trigger_message_id": n.key, "last_message_id": n.message_id, "status": QUEUED, "attempts": 0,
+        "reply_text": n.text, "due_at": n.due_at, "received_at": now, "created_at": now, "updated_at": now}
+        for n in notices}
+    if rows:
+        conn.execute(_enqueue_notice(conn.dialect.name), list(rows.values()))
+
+
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
     """Drop the waiting jobs of chats that were just paused (the kinds a pause skips)."""
     ids = list(session_ids)
     if ids:
         # The literal predicate lets both databases use the partial index of waiting replies per chat.
         conn.execute(sa.update(JOBS).where(JOBS.c.session_id.in_(ids), sa.text(QUEUED_REPLY))
+                     .values(status=SKIPPED_PAUSED, updated_at=now, last_error=reason))
+        conn.execute(sa.update(JOBS).where(JOBS.c.session_id.in_(ids), JOBS.c.status == QUEUED,
+                                           JOBS.c.kind.in_(_OTHER_PAUSABLE))
                      .values(status=SKIPPED_PAUSED, updated_at=now, last_error=reason))
 
 
@@ -142,7 +180,7 @@ def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime
         return found
     rows = conn.execute(sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
         JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
-        JOBS.c.status.not_in([SKIPPED_PAUSED, CANCELLED])))
+        JOBS.c.status.not_in([SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET])))
     for session_id, created_at, status in rows:
         started, waiting = found.get(session_id, ([], False))
         started.append(created_at)
@@ -176,8 +214,9 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
 
 
 def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now: datetime,
-                   send_lease: float) -> JobStatus:
-    """The last-moment pause check and the record of the attempt, in one transaction.
+                   send_lease: float, generated: bool = False, tokens: int | None = None) -> JobStatus:
+    """The last-moment pause check and the record of the attempt, in one transaction. ``generated``: the model
+    wrote ``text`` for this attempt, with ``tokens`` (None: unknown), which the job keeps for the daily budget.
 
     Returns ``sending`` (go ahead and send), ``skipped_paused`` (the chat was paused meanwhile; the job ends), or
     ``running`` when this worker no longer holds the job (its lease ran out and another worker took it).
@@ -186,14 +225,15 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
     mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
+    spent = {"tokens": tokens, "generated_at": now} if generated else {}
     if conn.execute(query).scalar():
         conn.execute(sa.update(JOBS).where(mine).values(
             status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
-            last_error="the owner took over while the reply was being generated"))
+            last_error="the owner took over while the reply was being generated", **spent))
         return SKIPPED_PAUSED
     claimed = conn.execute(sa.update(JOBS).where(mine).values(
         status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
-        lease_until=now + timedelta(seconds=send_lease)))
+        lease_until=now + timedelta(seconds=send_lease), **spent))
     return SENDING if claimed.rowcount == 1 else RUNNING
 
 
@@ -293,6 +333,14 @@ def depth(conn: Connection) -> dict[str, int]:
     rows = conn.execute(sa.select(JOBS.c.status, sa.func.count()).where(JOBS.c.status.in_(OPEN_JOB_STATES))
                         .group_by(JOBS.c.status))
     return {str(status): 0 for status in OPEN_JOB_STATES} | {row[0]: row[1] for row in rows}
+
+
+def tokens_since(conn: Connection, tenant_id: int, since: datetime) -> tuple[int, int]:
+    """The model tokens a tenant's texts used since ``since``, and how many of those texts had no count."""
+    row = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(JOBS.c.tokens), 0),
+                                 sa.func.count().filter(JOBS.c.tokens.is_(None))).where(
+        JOBS.c.tenant_id == tenant_id, JOBS.c.generated_at >= since)).one()
+    return int(row[0]), int(row[1])
 
 
 def for_session(conn: Connection, session_id: int, limit: int) -> list[Row[Any]]:

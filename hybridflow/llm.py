@@ -39,6 +39,22 @@ class Turn:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The model's answer, with Ollama's own token counts (None when Ollama did not report one)."""
+
+    text: str
+    prompt_tokens: int | None = None  # prompt_eval_count: the prompt tokens the model evaluated
+    answer_tokens: int | None = None  # eval_count: the tokens it generated
+
+    @property
+    def tokens(self) -> int | None:
+        """Prompt and answer together; None when either count is missing (unknown is not zero)."""
+        if self.prompt_tokens is None or self.answer_tokens is None:
+            return None
+        return self.prompt_tokens + self.answer_tokens
+
+
 def build_messages(system_prompt: str, history: Sequence[Turn]) -> list[dict[str, str]]:
     """System prompt first, then the history in order; same-role neighbours merged, empty texts skipped."""
     messages: list[dict[str, str]] = []
@@ -100,8 +116,8 @@ class LLMClient:
         if self._owns_client:
             await self._client.close()
 
-    async def chat(self, *, model: str, messages: list[dict[str, str]], options: dict | None = None) -> str:
-        """The assistant's answer to ``messages``, stripped; raises LLMError."""
+    async def chat(self, *, model: str, messages: list[dict[str, str]], options: dict | None = None) -> Answer:
+        """The assistant's answer to ``messages``, stripped, with its token counts; raises LLMError."""
         fields: dict[str, Any] = {"model": model, "messages": len(messages)}
         started = time.perf_counter()
         try:
@@ -113,13 +129,14 @@ class LLMClient:
             _log_request(fields, started, error=error)
             raise error from exc
         answer = clean_answer(response.message.content)
-        fields.update(answer_length=len(answer), eval_count=response.eval_count, done_reason=response.done_reason)
+        fields.update(answer_length=len(answer), prompt_eval_count=response.prompt_eval_count,
+                      eval_count=response.eval_count, done_reason=response.done_reason)
         if not answer:
             error = LLMError(f'model "{model}" returned an empty answer', transient=False)
             _log_request(fields, started, error=error)
             raise error
         _log_request(fields, started, error=None)
-        return answer
+        return Answer(answer, response.prompt_eval_count, response.eval_count)
 
     async def model_exists(self, model: str) -> bool:
         """Whether Ollama has ``model`` (``llama3.2`` matches ``llama3.2:latest``); raises LLMError if unreachable."""

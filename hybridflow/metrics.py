@@ -43,6 +43,13 @@ class Metrics:
                                   ["status"], registry=self.registry)
         self._latency = Histogram("hybridflow_reply_latency_seconds", "Webhook received to reply sent.",
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._tokens = Counter("hybridflow_llm_tokens", "Model tokens (prompt + answer, as Ollama counts them) of "
+                               "the texts this process generated, by tenant.", ["tenant"], registry=self.registry)
+        self._uncounted = Counter("hybridflow_llm_uncounted_answers", "Answers Ollama gave without a token count "
+                                  "(unknown, not zero), by tenant.", ["tenant"], registry=self.registry)
+        self._tokens_today = Gauge("hybridflow_tokens_today", "Model tokens a tenant used since its local midnight "
+                                   "(what its daily budget counts), all processes together.", ["tenant"],
+                                   registry=self.registry)
         self._depth_statuses: set[str] = set()
 
     def webhook(self, action: str, reason: str | None = None) -> None:
@@ -55,8 +62,16 @@ class Metrics:
         if latency is not None:
             self._latency.observe(latency)
 
-    def render(self, queue_depth: Mapping[str, int]) -> str:
-        """The exposition text, with the queue depth gauge set from ``queue_depth`` at this moment.
+    def tokens(self, tenant: str, count: int | None) -> None:
+        """Count the tokens of one generated answer; None (Ollama gave no count) is counted as uncounted."""
+        if count is None:
+            self._uncounted.labels(tenant=tenant).inc()
+        else:
+            self._tokens.labels(tenant=tenant).inc(count)
+
+    def render(self, queue_depth: Mapping[str, int], tokens_today: Mapping[str, int] | None = None) -> str:
+        """The exposition text, with the queue depth gauge set from ``queue_depth`` at this moment, and each
+        tenant's tokens of today from ``tokens_today``.
 
         A status reported once and missing now reads 0 rather than vanishing, so a graph or an alert on it sees
         the queue empty instead of a gap.
@@ -66,4 +81,6 @@ class Metrics:
         for status, count in queue_depth.items():
             self._queue_depth.labels(status=status).set(count)
         self._depth_statuses.update(queue_depth)
+        for tenant, used in (tokens_today or {}).items():
+            self._tokens_today.labels(tenant=tenant).set(used)
         return generate_latest(self.registry).decode("utf-8")

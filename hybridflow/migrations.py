@@ -87,6 +87,16 @@ def _contacts_table(id_type: str, timestamp: str) -> str:
         FOREIGN KEY(tenant_id) REFERENCES tenants (id))"""
 
 
+def _v4(timestamp: str) -> list[str]:
+    return ["ALTER TABLE tenants ADD COLUMN away_message TEXT",
+            "ALTER TABLE tenants ADD COLUMN locale VARCHAR(20)",
+            "ALTER TABLE tenants ADD COLUMN country VARCHAR(2)",
+            "ALTER TABLE tenants ADD COLUMN daily_tokens INTEGER",
+            "ALTER TABLE reply_jobs ADD COLUMN tokens INTEGER",
+            f"ALTER TABLE reply_jobs ADD COLUMN generated_at {timestamp}",
+            "CREATE INDEX ix_reply_jobs_tenant_generated ON reply_jobs (tenant_id, generated_at)"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "reply jobs get a kind; uniqueness per kind", {
         "sqlite": _SQLITE_V2,
@@ -113,6 +123,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                        "ALTER TABLE tenants ADD COLUMN max_reply_chars INTEGER",
                        "ALTER TABLE tenants ADD COLUMN hours TEXT",
                        "ALTER TABLE tenants ADD COLUMN hours_mode VARCHAR(10) NOT NULL DEFAULT 'always'"],
+    }),
+    Migration(4, "away messages, locale and country per tenant; the daily token budget and each text's tokens", {
+        "sqlite": _v4("DATETIME"),
+        "postgresql": _v4("TIMESTAMP WITH TIME ZONE"),
     }),
 )
 

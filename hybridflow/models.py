@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 # The version of the schema these tables describe. A change to them is a step in ``hybridflow.migrations``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class JobStatus(StrEnum):
@@ -25,12 +25,14 @@ class JobStatus(StrEnum):
     SKIPPED_PAUSED = "skipped_paused"
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"  # its tenant was removed while it waited
+    SKIPPED_BUDGET = "skipped_budget"  # the tenant's daily token budget was used up before it was generated
 
 
 class JobKind(StrEnum):
     """What a job sends. Each kind has its own uniqueness rules (``hybridflow.jobs.RULES``)."""
 
     REPLY = "reply"  # the model's answer to a customer's turn
+    AWAY = "away"  # the tenant's away message, once per chat per local day while the business is closed
 
 
 OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStatus.SENDING)
@@ -96,6 +98,10 @@ class Tenant(SQLModel, table=True):
     hours: str | None = Field(default=None, sa_type=sa.Text)  # business hours (hours.Schedule.to_json), zone included
     hours_mode: str = Field(default="always", max_length=10,  # always | outside | inside
                             sa_column_kwargs={"server_default": "always"})
+    away_message: str | None = Field(default=None, sa_type=sa.Text)  # sent while closed, in mode inside
+    locale: str | None = Field(default=None, max_length=20)  # None: pt_BR
+    country: str | None = Field(default=None, max_length=2)  # the region of typed numbers; None: BR
+    daily_tokens: int | None = None  # the model's token budget per local day; None: no budget
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it
@@ -190,6 +196,7 @@ class ReplyJob(SQLModel, table=True):
         sa.Index("ix_reply_jobs_status_due", "status", "due_at"),
         sa.Index("ix_reply_jobs_sent_message", "tenant_id", "sent_message_id"),
         sa.Index("ix_reply_jobs_session_created", "session_id", "created_at"),
+        sa.Index("ix_reply_jobs_tenant_generated", "tenant_id", "generated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -212,6 +219,8 @@ class ReplyJob(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
     attempted_at: datetime | None = _ts()
     sent_at: datetime | None = _ts()
+    tokens: int | None = None  # what the model counted for this text (prompt + answer); None: not generated, or unknown
+    generated_at: datetime | None = _ts()  # when the model finished its text (the token budget's day counts this)
 
 
 class TenantContact(SQLModel, table=True):

@@ -59,7 +59,7 @@ def parse_chat(typed: str, region: str = DEFAULT_REGION) -> TypedChat:
     it comes back with ``complete=False`` and a ``problem``.
     """
     text = typed.strip() if isinstance(typed, str) else ""
-    region = _region(region)
+    region = region_code(region)
     if "@" in text:
         jid = ev.normalize_jid(text)
         if jid is None:
@@ -142,7 +142,8 @@ def _incomplete(text: str, problem: str) -> TypedChat:
     return TypedChat(text, (jid,) if jid else (), complete=False, problem=f"{problem}, for example {_EXAMPLE}")
 
 
-def _region(region: str) -> str:
+def region_code(region: str) -> str:
+    """An ISO 3166 region code as phonenumbers knows it (``br`` -> ``BR``); ValueError naming an unknown one."""
     code = region.strip().upper() if isinstance(region, str) else ""
     if code not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown region {region!r}: use an ISO 3166 country code such as BR")
@@ -157,4 +158,4 @@ def _not_a_chat(typed: object) -> BadRequest:
     return BadRequest(f"not a chat id or phone number: {typed!r}")
 
 
-__all__ = ["DEFAULT_REGION", "TypedChat", "brazil_forms", "chat_jids", "parse_chat"]
+__all__ = ["DEFAULT_REGION", "TypedChat", "brazil_forms", "chat_jids", "parse_chat", "region_code"]

@@ -302,7 +302,9 @@ def _version_of_tables(inspector: sa.Inspector) -> int | None:
         return None
     if "reply_jobs" in tables and "kind" not in {c["name"] for c in inspector.get_columns("reply_jobs")}:
         return 1
-    return 2 if "tenant_contacts" not in tables else 3
+    if "tenant_contacts" not in tables:
+        return 2
+    return 3 if "daily_tokens" not in {c["name"] for c in inspector.get_columns("tenants")} else 4
 
 
 def _create_or_migrate(conn: Connection, migrations: Sequence[Migration]) -> int:

@@ -149,7 +149,7 @@ async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format; enabled by the ``metrics`` setting, protected like the admin API."""
     _require_admin(request)
     service = request.app[SERVICE]
-    text = service.metrics.render(await service.queue_depth())
+    text = await service.metrics_text()
     # CONTENT_TYPE carries its charset, which aiohttp's content_type= refuses: it goes in as the header.
     return web.Response(body=text.encode("utf-8"),
                         headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})

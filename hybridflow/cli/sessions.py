@@ -135,8 +135,10 @@ def detail_lines(d: SessionDetail, now: datetime, zone: tzinfo | None = None) ->
         for r in d.replies:
             sent = f" · sent {when(r.sent_at, now, zone)}" if r.sent_at else ""
             error = f" — {escape(r.last_error)}" if r.last_error else ""
-            lines.append(f"  #{r.id} {r.status} (attempts {r.attempts}) · queued {when(r.created_at, now, zone)}"
-                         f"{sent}{error}")
+            kind = "" if r.kind == "reply" else f"{r.kind} "
+            tokens = f" · {r.tokens} tokens" if r.tokens is not None else ""
+            lines.append(f"  #{r.id} {kind}{r.status} (attempts {r.attempts}) · queued {when(r.created_at, now, zone)}"
+                         f"{sent}{tokens}{error}")
     return lines
 
 

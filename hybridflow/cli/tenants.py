@@ -86,26 +86,39 @@ NO_CLOSED = typer.Option(None, "--no-closed", help="Forget the closed dates (bef
 NO_SPECIAL = typer.Option(None, "--no-special", help="Forget the special days (before adding --special ones).")
 HOURS_MODE = typer.Option(None, "--hours-mode", metavar="always|outside|inside",
                           help="always (default); outside: answer only while closed; inside: only while open.")
+AWAY = typer.Option(None, "--away-message", metavar="TEXT",
+                    help="With --hours-mode inside: sent once per chat per day to customers who write while closed; "
+                         '{next_open} becomes the next opening, e.g. "segunda-feira, 08:00". "" removes it.')
+LOCALE = typer.Option(None, "--locale", metavar="LOCALE", help="Language of dates in the away message and the "
+                      "model's clock: pt_BR (default), pt_PT, en, en_US.")
+COUNTRY = typer.Option(None, "--country", metavar="CODE", help="Country of numbers typed without +code, e.g. BR "
+                       "(default), PT, US.")
+DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
+                            "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 
 
 def _policy(reply_cap: str | None, max_reply_chars: int | None, hours: str | None, timezone: str | None,
             closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
-            hours_mode: str | None) -> dict[str, object]:
+            hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
+            daily_tokens: int | None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
     return {"reply_cap": reply_cap, "max_reply_chars": max_reply_chars, "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
-            "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode}
+            "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode,
+            "away_message": away_message, "locale": locale, "country": country, "daily_tokens": daily_tokens}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
 _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api_version": "api-version",
           "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
           "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
-          "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode"}
+          "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
+          "daily_tokens": "daily-tokens"}
 
 
-def shown_settings(tenant: TenantConfig) -> dict[str, str]:
-    """A tenant as ``tenants show`` prints it: option names, durations as typed (``2h``), yes/no, local times."""
+def shown_settings(tenant: TenantConfig, usage: dict | None = None) -> dict[str, str]:
+    """A tenant as ``tenants show`` prints it: option names, durations as typed (``2h``), yes/no, local times;
+    with ``usage``, the tokens used today."""
     shown = {}
     for key, value in tenant.public().items():
         if key in ("resume_after", "debounce"):
@@ -119,14 +132,18 @@ def shown_settings(tenant: TenantConfig) -> dict[str, str]:
         shown[_SHOWN.get(key, key)] = str(value)
     if tenant.schedule is not None:  # open or closed right now, and until when
         shown["now"] = tenant.schedule.describe_now(datetime.now(UTC), "en")
+    if usage is not None:
+        budget = f" of {usage['budget']}" if usage["budget"] else ""
+        uncounted = f", {usage['uncounted_answers']} answers without a count" if usage["uncounted_answers"] else ""
+        shown["tokens-today"] = f"{usage['used']}{budget} (since {usage['since'][:16].replace('T', ' ')}{uncounted})"
     return shown
 
 
-def _show(tenant: TenantConfig) -> None:
+def _show(tenant: TenantConfig, usage: dict | None = None) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(no_wrap=True)
     may_wrap(table, "")
-    for key, value in shown_settings(tenant).items():
+    for key, value in shown_settings(tenant, usage).items():
         table.add_row(f"[bold]{key}[/bold]", escape(value))
     print_table(table)
 
@@ -147,7 +164,8 @@ def add(
     mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: int | None = MAX_REPLY,
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
-    hours_mode: str | None = HOURS_MODE,
+    hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
+    country: str | None = COUNTRY, daily_tokens: int | None = DAILY_TOKENS,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -155,7 +173,8 @@ def add(
     changes = _changes(prompt, prompt_file, evolution_url, api_key, model, resume_after, debounce, webhook_secret,
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
-                                                     no_closed, no_special, hours_mode))
+                                                     no_closed, no_special, hours_mode, away_message, locale,
+                                                     country, daily_tokens))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -180,14 +199,16 @@ def update(
     mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: int | None = MAX_REPLY,
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
-    hours_mode: str | None = HOURS_MODE,
+    hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
+    country: str | None = COUNTRY, daily_tokens: int | None = DAILY_TOKENS,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
     changes = _changes(prompt, prompt_file, evolution_url, api_key, model, resume_after, debounce, webhook_secret,
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
-                                                     no_closed, no_special, hours_mode))
+                                                     no_closed, no_special, hours_mode, away_message, locale,
+                                                     country, daily_tokens))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())
@@ -232,12 +253,12 @@ def tenants_table(tenants: list[TenantConfig]) -> Table:
 @app.command("show")
 def show(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
          as_json: bool = json_option()) -> None:
-    """Show one tenant, its prompt included."""
-    tenant = run(ctx, lambda s: s.tenant(instance), readonly=True)
+    """Show one tenant, its prompt included, and the model tokens it used today."""
+    tenant, usage = run(ctx, lambda s: s.tenant_report(instance), readonly=True)
     if as_json:
-        print_json(tenant.public())
+        print_json(tenant.public() | {"tokens_today": usage})
     else:
-        _show(tenant)
+        _show(tenant, usage)
 
 
 @app.command("remove")

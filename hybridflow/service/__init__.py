@@ -151,7 +151,7 @@ class Service:
                 history = await conn.run_sync(recent_texts, session_id, self.settings.history_limit)
         if history is None:
             return result, None
-        return result, await compose(self.llm, tenant, history)
+        return result, (await compose(self.llm, tenant, history, self.clock())).text
 
     async def note_rejected(self, exc: HybridFlowError, *, instance: str | None = None) -> None:
         """Log a webhook answered 400, 404 or 413, at most once a minute per cause and instance. An unknown
@@ -214,7 +214,8 @@ class Service:
         if upto is None or messages[upto].action != REPLY_QUEUED:
             return None
         history = [(m.direction, m.text) for m in messages[: upto + 1] if m.text is not None]
-        return await compose(self.llm, await self.tenant(instance), history[-self.settings.history_limit:])
+        return (await compose(self.llm, await self.tenant(instance), history[-self.settings.history_limit:],
+                              self.clock())).text
 
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event
@@ -301,6 +302,24 @@ class Service:
         """Jobs not finished yet, by status."""
         async with self.store.read() as conn:
             return await conn.run_sync(jobs.depth)
+
+    async def tokens_today(self, tenant: TenantConfig) -> dict[str, Any]:
+        """The model tokens a tenant used since its local midnight, against its daily budget."""
+        since = tenant.day_start(self.clock())
+        async with self.store.read() as conn:
+            used, uncounted = await conn.run_sync(jobs.tokens_since, tenant.id, since)
+        return {"used": used, "budget": tenant.daily_tokens, "uncounted_answers": uncounted,
+                "since": since.astimezone(tenant.zone).isoformat()}
+
+    async def tenant_report(self, instance: str) -> tuple[TenantConfig, dict[str, Any]]:
+        """A tenant, and its tokens used today (``tenants show``)."""
+        tenant = await self.tenant(instance)
+        return tenant, await self.tokens_today(tenant)
+
+    async def metrics_text(self) -> str:
+        """The /metrics exposition: this process' counters, the queue depth and every tenant's tokens today."""
+        today = {t.instance: (await self.tokens_today(t))["used"] for t in await self.tenants.list()}
+        return self.metrics.render(await self.queue_depth(), today)
 
     async def health(self) -> dict[str, Any]:
         """Prove the database answers; raises ``Unavailable`` when it does not."""

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from hybridflow import events as ev
 from hybridflow import jobs
 from hybridflow.events import Author
-from hybridflow.models import EVENTS, MESSAGES, SESSIONS
+from hybridflow.models import EVENTS, MESSAGES, SESSIONS, JobKind
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import dialect_insert, lock_sessions, stored_directions
 from hybridflow.validation import storable_text
@@ -294,7 +294,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     sends = own_sends(conn, items, sessions, now)
     started = _replies_started(conn, items, sessions, now)
     matched_echoes: dict[int, str] = {}
-    results, messages, replies = [], [], []
+    results, messages, replies, notices = [], [], [], []
     for item in items:
         event, session = item.event, sessions[(item.tenant.id, item.event.chat_jid)]
         key = (item.tenant.id, event.message_id)
@@ -313,14 +313,25 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         if action == REPLY_QUEUED:
             replies.append(jobs.Reply(item.tenant.id, session.id, session.chat_id, event.message_id,
                                       due_at=now + timedelta(seconds=item.tenant.debounce)))
+        elif action == IGNORED_HOURS and (away := item.tenant.away_text(now)):
+            notices.append(_away_notice(item, session, now, away))
         results.append(IngestResult(action, item.tenant.instance, event.chat_jid, event.message_id, reason,
                                     session.is_paused, session.resumes_at))
     if messages:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
     _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
+    jobs.enqueue_notices(conn, notices, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
+
+
+def _away_notice(item: Inbound, session: SessionState, now: datetime, text: str) -> jobs.Notice:
+    """The away message for a customer who wrote while closed: its key is the chat and the tenant's local date,
+    so the chat gets it once that day whatever the number of messages, webhooks and processes."""
+    day = now.astimezone(item.tenant.zone).date().isoformat()
+    return jobs.Notice(JobKind.AWAY, item.tenant.id, session.id, session.chat_id, f"away:{day}:{session.chat_id}",
+                       item.event.message_id, text, due_at=now + timedelta(seconds=item.tenant.debounce))
 
 
 def _write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:

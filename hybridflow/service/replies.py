@@ -10,6 +10,7 @@ text, unless its echo has arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -21,8 +22,9 @@ from hybridflow import jobs
 from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.events import Author
-from hybridflow.jobs import FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_PAUSED, Job, JobStatus, WriteOp
-from hybridflow.llm import LLMClient, Turn, build_messages, cut_at_sentence
+from hybridflow.jobs import (FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET, SKIPPED_PAUSED, Job, JobKind,
+                             JobStatus, WriteOp)
+from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
 from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.store import Store
@@ -47,10 +49,19 @@ def shape(tenant: TenantConfig, answer: str) -> str:
     return cut_at_sentence(answer, tenant.max_reply_chars) if tenant.max_reply_chars else answer
 
 
-async def compose(llm: LLMClient, tenant: TenantConfig, history: Sequence[tuple[str, str]]) -> str:
-    """The reply the tenant's model writes to a chat's history, as the tenant sends it; raises LLMError."""
-    answer = await llm.chat(model=tenant.model, messages=build_messages(tenant.prompt, turns(history)))
-    return shape(tenant, answer)
+def system_prompt(tenant: TenantConfig, now: datetime) -> str:
+    """The tenant's prompt; with business hours, followed by them and the local clock ("now: Tuesday 14:05, open
+    until 18:00"), so the model's answers about opening times are right."""
+    if tenant.schedule is None:
+        return tenant.prompt
+    return f"{tenant.prompt.rstrip()}\n\n{tenant.schedule.brief(now, tenant.locale)}"
+
+
+async def compose(llm: LLMClient, tenant: TenantConfig, history: Sequence[tuple[str, str]], now: datetime) -> Answer:
+    """The reply the tenant's model writes at ``now`` to a chat's history, as the tenant sends it, with the
+    model's token counts; raises LLMError."""
+    answer = await llm.chat(model=tenant.model, messages=build_messages(system_prompt(tenant, now), turns(history)))
+    return dataclasses.replace(answer, text=shape(tenant, answer.text))
 
 
 class Replies:
@@ -112,15 +123,21 @@ class Replies:
             return await self._mark_sent(job, job.reply_text, None, bound)
         if tenant.mark_read:
             self._side_task(self._mark_read(tenant, job, bound))
-        text = job.reply_text
+        text, answer = job.reply_text, None
         if text is None:
+            if job.kind == JobKind.REPLY and tenant.daily_tokens:
+                spent = await self._over_budget(tenant)
+                if spent is not None:
+                    return await self._finish(job, SKIPPED_BUDGET, bound, error=spent)
             if tenant.send_presence:
                 self._side_task(self._presence(tenant, job, bound))
             try:
-                text = await compose(self.llm, tenant, job.history)
+                answer = await compose(self.llm, tenant, job.history, self.clock())
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
-        if not await self._record_attempt(job, text):
+            text = answer.text
+            self.metrics.tokens(tenant.instance, answer.tokens)
+        if not await self._record_attempt(job, text, answer):
             bound.info("reply.skipped_paused", reason="the owner took over while the model was answering")
             self.metrics.reply(SKIPPED_PAUSED)
             return SKIPPED_PAUSED
@@ -132,11 +149,23 @@ class Replies:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
-    async def _record_attempt(self, job: Job, text: str) -> bool:
+    async def _over_budget(self, tenant: TenantConfig) -> str | None:
+        """Why no reply may be generated now because the tenant's daily tokens are spent; None while some are left."""
+        now = self.clock()
+        since = tenant.day_start(now)
+        async with self.store.read() as conn:
+            used, _unknown = await conn.run_sync(jobs.tokens_since, tenant.id, since)
+        if tenant.daily_tokens is None or used < tenant.daily_tokens:
+            return None
+        return (f"the daily token budget is used up ({used} of {tenant.daily_tokens} tokens since "
+                f"{since.astimezone(tenant.zone):%Y-%m-%d %H:%M %Z}); replies start again at local midnight")
+
+    async def _record_attempt(self, job: Job, text: str, answer: Answer | None = None) -> bool:
         """The last-moment pause check and the record of the attempt, in one transaction. False if paused."""
         outcome = await self.submit(functools.partial(
             jobs.record_attempt, job=job, worker_id=self.worker_id, text=text, now=self.clock(),
-            send_lease=self.send_lease))
+            send_lease=self.send_lease, generated=answer is not None,
+            tokens=answer.tokens if answer is not None else None))
         if outcome == RUNNING:
             raise _LostLease(job.id)
         return outcome == SENDING
@@ -180,7 +209,7 @@ class Replies:
                       status_from: JobStatus = RUNNING) -> str:
         await self.submit(functools.partial(jobs.finish, job_id=job.id, from_status=status_from, status=status,
                                             error=error, now=self.clock()))
-        (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error)
+        (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error, kind=job.kind)
         self.metrics.reply(status)
         return status
 

@@ -16,7 +16,7 @@ from hybridflow import events as ev
 from hybridflow import jobs
 from hybridflow.errors import AmbiguousChat, BadRequest, UnknownInstance, UnknownSession
 from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
-from hybridflow.numbers import DEFAULT_REGION, TypedChat, parse_chat
+from hybridflow.numbers import TypedChat, parse_chat
 from hybridflow.service.ingest import AUTO_RESUME, OPERATOR
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import lock_sessions
@@ -83,6 +83,7 @@ class MessageView:
 @dataclass(frozen=True, slots=True)
 class ReplyView:
     id: int
+    kind: str  # reply (the model's) or away (the away message)
     status: str
     attempts: int
     trigger_message_id: str
@@ -90,6 +91,7 @@ class ReplyView:
     last_error: str | None
     created_at: datetime
     sent_at: datetime | None
+    tokens: int | None = None  # the model's count for its text; None: not generated, or not counted
 
     def as_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -109,12 +111,6 @@ class SessionDetail:
             "messages": [m.as_dict() for m in self.messages],
             "replies": [r.as_dict() for r in self.replies],
         }
-
-
-# Until tenants have a country setting, every tenant reads phone numbers typed without a country code as Brazil's.
-def region_of(tenant: TenantConfig) -> str:
-    """The region a tenant's typed phone numbers are read in."""
-    return DEFAULT_REGION
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +164,7 @@ async def resolve_chat(conn: AsyncConnection, tenant: TenantConfig, typed: str,
     A full JID matches exactly; a ``@lid`` JID no chat has also matches the phone-keyed chat whose messages carried
     it (Evolution sent both). A phone number matches each id it may mean (the Brazilian ninth digit both ways).
     """
-    chat = parse_chat(typed, region or region_of(tenant))
+    chat = parse_chat(typed, region or tenant.country)  # a number without its country code: the tenant's
     found = await _chats_with_ids(conn, tenant.id, chat.jids)
     if not found and chat.is_jid and chat.jids[0].endswith("@lid"):
         found = await _chats_by_lid(conn, tenant.id, chat.jids[0])
@@ -288,8 +284,8 @@ class Sessions:
                         for r in reversed(events.all())],
                 messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action)
                           for r in reversed(messages.all())],
-                replies=[ReplyView(r.id, r.status, r.attempts, r.trigger_message_id, r.reply_text, r.last_error,
-                                   r.created_at, r.sent_at) for r in replies],
+                replies=[ReplyView(r.id, r.kind, r.status, r.attempts, r.trigger_message_id, r.reply_text,
+                                   r.last_error, r.created_at, r.sent_at, r.tokens) for r in replies],
             )
 
     async def pause(self, tenant: TenantConfig, chat: str, now: datetime, *, duration: float | None,
@@ -370,4 +366,4 @@ def _kind_of(chat_id: str) -> str:
     return ev.USER
 
 
-__all__ = ["DEFAULT_REGION", "KnownChat", "Match", "Sessions", "SessionView", "SessionDetail", "resolve_chat"]
+__all__ = ["KnownChat", "Match", "Sessions", "SessionView", "SessionDetail", "resolve_chat"]

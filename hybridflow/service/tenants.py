@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from hybridflow.config import DEFAULT_REPLY_CAP, Settings, format_duration, pars
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
 from hybridflow import jobs, numbers
-from hybridflow.hours import HoursMode, InvalidHours, Schedule, should_answer
+from hybridflow.hours import DEFAULT_LOCALE, HoursMode, InvalidHours, Schedule, check_locale, should_answer
 from hybridflow.models import CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.store import Store
 
@@ -27,6 +28,8 @@ API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
 IGNORE, ALLOW = "ignore", "allow"  # the audience lists
 MIN_REPLY_CHARS = 20  # a shorter limit would cut every answer to nothing useful
+NEXT_OPEN = "{next_open}"  # the away message's placeholder
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +59,38 @@ class TenantConfig:
     max_reply_chars: int | None = None  # longer model answers are cut at a sentence
     schedule: Schedule | None = None  # business hours, in the tenant's zone
     hours_mode: HoursMode = HoursMode.ALWAYS
+    away_message: str | None = None  # sent once per chat per local day while closed (mode inside)
+    locale: str = DEFAULT_LOCALE  # the language of dates in the away message and the model's clock line
+    country: str = numbers.DEFAULT_REGION  # the region of numbers typed without a country code
+    daily_tokens: int | None = None  # the model's tokens per local day; None: no budget
+    ignored: frozenset[str] = frozenset()  # chat ids never answered
+    allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
     def answers_now(self, now: datetime) -> bool:
         """Whether business hours let the bot answer at ``now`` (always, outside them, or inside them)."""
         if self.schedule is None or self.hours_mode == HoursMode.ALWAYS:
             return True
         return should_answer(self.hours_mode, self.schedule.is_open(now))
-    ignored: frozenset[str] = frozenset()  # chat ids never answered
-    allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
+
+    def away_text(self, now: datetime) -> str | None:
+        """The away message to send a customer who writes at ``now``, its ``{next_open}`` filled in; None when
+        the tenant sends none now (no message, not mode inside, or open)."""
+        if not self.away_message or self.schedule is None or self.hours_mode != HoursMode.INSIDE:
+            return None
+        if self.schedule.is_open(now):
+            return None
+        opening = self.schedule.format_next_open(now, self.locale) or ""
+        return self.away_message.replace(NEXT_OPEN, opening).strip()
+
+    @property
+    def zone(self) -> tzinfo:
+        """The tenant's time zone: its business hours' zone, else the server's."""
+        return self.schedule.tzinfo if self.schedule is not None else datetime.now().astimezone().tzinfo  # type: ignore[return-value]
+
+    def day_start(self, now: datetime) -> datetime:
+        """The start of ``now``'s local day in the tenant's zone (when the daily token budget begins)."""
+        local = now.astimezone(self.zone)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
     def gaps(self) -> list[str]:
         """What is missing for the tenant to work safely; said when it is saved, not refused."""
@@ -76,6 +103,9 @@ class TenantConfig:
                          "(set --webhook-secret, or --jwt-key with Evolution 2.3+)" if self.api_version != "v1" else
                          "no webhook authentication (Evolution 1.x cannot send one): keep serve reachable from "
                          "Evolution only")
+        if self.away_message and self.hours_mode != HoursMode.INSIDE:
+            found.append(f"the away message is only sent with --hours-mode inside (this tenant's mode is "
+                         f"{self.hours_mode}): it is kept but not sent")
         return found
 
     def public(self) -> dict[str, Any]:
@@ -98,6 +128,10 @@ class TenantConfig:
             "closed": [d.isoformat() for d in self.schedule.closed] if self.schedule else [],
             "special": [str(d) for d in self.schedule.special] if self.schedule else [],
             "hours_mode": self.hours_mode,
+            "away_message": self.away_message or "none",
+            "locale": self.locale,
+            "country": self.country,
+            "daily_tokens": self.daily_tokens or "no budget",
             "ignore": sorted(self.ignored),
             "allow": sorted(self.allowed),
             "api_key": "set" if self.has_api_key else "not set",
@@ -131,6 +165,10 @@ class TenantChanges:
     clear_closed: bool | None = None
     clear_special: bool | None = None
     hours_mode: str | None = None  # always | outside | inside
+    away_message: str | None = None  # "" clears it
+    locale: str | None = None  # pt_BR, en, ...
+    country: str | None = None  # ISO 3166 code, BR
+    daily_tokens: int | None = None  # 0 clears the budget
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -150,7 +188,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "prompt": None, "evolution_url": None, "api_key_enc": None, "webhook_secret_enc": None, "jwt_key_enc": None,
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
-    "max_reply_chars": None, "hours": None, "hours_mode": "always",
+    "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
+    "country": None, "daily_tokens": None,
 }
 
 
@@ -210,6 +249,17 @@ def _schedule(stored: str | None) -> Schedule | None:
         return None
 
 
+def _away_message(text: str) -> str | None:
+    """An away message as stored: None to clear it; refused when it has a placeholder other than {next_open}."""
+    if not text.strip():
+        return None
+    unknown = sorted(set(_PLACEHOLDER.findall(text)) - {NEXT_OPEN})
+    if unknown:
+        raise BadRequest(f"invalid --away-message: unknown placeholder {unknown[0]}: the one it can have is "
+                         f"{NEXT_OPEN} (the next opening, e.g. \"segunda-feira, 08:00\")")
+    return text.strip()
+
+
 def _rule(rule: str) -> str:
     if rule not in (IGNORE, ALLOW):
         raise BadRequest(f"an audience list is 'ignore' or 'allow', not {rule!r}")
@@ -223,9 +273,9 @@ class _Entry:
     jids: tuple[str, ...]
 
 
-def _audience_entry(typed: str) -> _Entry:
+def _audience_entry(typed: str, region: str) -> _Entry:
     """A number for a list must be complete: '+55 11 98765-4321' is every chat id that number can have."""
-    chat = numbers.parse_chat(typed)
+    chat = numbers.parse_chat(typed, region)
     if not chat.complete:
         raise BadRequest(f"{chat.problem}; give the full number, e.g. +55 11 98765-4321")
     first = chat.jids[0]
@@ -274,6 +324,10 @@ class Tenants:
             max_reply_chars=row.max_reply_chars,
             schedule=_schedule(row.hours),
             hours_mode=HoursMode(row.hours_mode),
+            away_message=row.away_message,
+            locale=row.locale or DEFAULT_LOCALE,
+            country=row.country or numbers.DEFAULT_REGION,
+            daily_tokens=row.daily_tokens,
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -375,7 +429,7 @@ class Tenants:
         tenant = await self.get(instance, cached=False)
         if not typed:
             raise BadRequest("give at least one number or chat id")
-        parsed = [(entry.typed, entry.label, entry.jids) for entry in map(_audience_entry, typed)]
+        parsed = [(entry.typed, entry.label, entry.jids) for entry in (_audience_entry(t, tenant.country) for t in typed)]
         changed = []
         async with self.store.write() as conn:
             for _typed, label, jids in parsed:
@@ -417,6 +471,23 @@ class Tenants:
                 raise BadRequest(f"invalid --max-reply-chars: give at least {MIN_REPLY_CHARS} characters, or 0 for "
                                  f"no limit; got {changes.max_reply_chars}")
             values["max_reply_chars"] = changes.max_reply_chars or None
+        if changes.away_message is not None:
+            values["away_message"] = _away_message(changes.away_message)
+        if changes.locale is not None:
+            try:
+                values["locale"] = check_locale(changes.locale)
+            except InvalidHours as exc:
+                raise BadRequest(f"invalid --locale: {exc.message}") from None
+        if changes.country is not None:
+            try:
+                values["country"] = numbers.region_code(changes.country)
+            except ValueError as exc:
+                raise BadRequest(f"invalid --country: {exc}") from None
+        if changes.daily_tokens is not None:
+            if changes.daily_tokens < 0:
+                raise BadRequest(f"invalid --daily-tokens: give a number of tokens, or 0 for no budget; got "
+                                 f"{changes.daily_tokens}")
+            values["daily_tokens"] = changes.daily_tokens or None
         if changes.reply_cap is not None:
             try:
                 values["reply_cap_count"], values["reply_cap_window"] = parse_reply_cap(changes.reply_cap)

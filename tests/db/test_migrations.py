@@ -4,6 +4,7 @@ with a test-only step (version N+1) applied to a database of version N."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from hybridflow.models import SCHEMA_VERSION, TENANTS
 from hybridflow.service import Service
 from hybridflow.store import SchemaTooNew, Store
 from tests.support.builders import upsert
+from tests.support.pg import temporary_database
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 T0 = "2026-11-30 10:00:00"
@@ -80,15 +82,15 @@ async def v1_store(database_url: str) -> AsyncIterator[Store]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_history(v1_store: Store):
-    assert await v1_store.create_schema() == SCHEMA_VERSION == 3
-    assert await version_of(v1_store) == 3
+    assert await v1_store.create_schema() == SCHEMA_VERSION == 4
+    assert await version_of(v1_store) == 4
     assert await rows(v1_store, "SELECT id, kind, status, trigger_message_id, reply_text, sent_message_id "
                                 "FROM reply_jobs ORDER BY id") == [
         (1, "reply", "sent", "M1", "Olá!", "BOT1"), (2, "reply", "queued", "M2", None, None)]
     assert await rows(v1_store, "SELECT message_id, text FROM messages") == [("M1", "Oi")]
     assert await rows(v1_store, "SELECT instance FROM tenants") == [("test-instance",)]
     assert await rows(v1_store, "SELECT count(*) FROM tenant_contacts") == [(0,)]  # version 3's table, empty
-    assert await v1_store.create_schema() == 3  # a second start changes nothing
+    assert await v1_store.create_schema() == 4  # a second start changes nothing
     assert len(await rows(v1_store, "SELECT id FROM reply_jobs")) == 2
 
 
@@ -110,7 +112,7 @@ async def test_after_migrating_the_uniqueness_rules_are_per_kind(v1_store: Store
 async def test_a_migrated_database_serves_webhooks(v1_store: Store, settings, clock):  # type: ignore[no-untyped-def]
     await v1_store.dispose()
     async with Service.open(settings, clock=clock) as service:  # migrates on open, like serve
-        assert await service.store.schema_version() == 3
+        assert await service.store.schema_version() == 4
         result = await service.ingest(upsert("Vocês entregam?", message_id="M9"), "{}")
         assert result.action == "reply_queued"
         # The chat's reply that was waiting before the upgrade absorbs the new message (debounce), as before it.
@@ -174,3 +176,28 @@ async def test_tables_without_their_version_row_are_migrated_from_what_they_are(
     assert await v1_store.create_schema() == SCHEMA_VERSION
     assert await version_of(v1_store) == SCHEMA_VERSION
     assert await rows(v1_store, "SELECT id, kind FROM reply_jobs ORDER BY id") == [(1, "reply"), (2, "reply")]
+
+
+def _shape(sync_conn: sa.Connection) -> dict[str, object]:
+    """Every table's columns (name, nullability) and index names, as the database reports them."""
+    inspector = sa.inspect(sync_conn)
+    return {table: ({(c["name"], c["nullable"]) for c in inspector.get_columns(table)},
+                    {i["name"] for i in inspector.get_indexes(table)},
+                    {u["name"] for u in inspector.get_unique_constraints(table)})
+            for table in inspector.get_table_names()}
+
+
+async def test_a_migrated_database_has_the_tables_of_a_new_one(v1_store: Store, request: pytest.FixtureRequest,
+                                                             tmp_path: Path):
+    await v1_store.create_schema()
+    async with v1_store.read() as conn:
+        migrated = await conn.run_sync(_shape)
+    async with AsyncExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'fresh.db'}" if v1_store.dialect == "sqlite" else
+               await stack.enter_async_context(temporary_database(request.getfixturevalue("pg_server"))))
+        fresh = Store(url)
+        stack.push_async_callback(fresh.dispose)
+        await fresh.create_schema()
+        async with fresh.read() as conn:
+            new = await conn.run_sync(_shape)
+    assert migrated == new

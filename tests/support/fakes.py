@@ -494,6 +494,11 @@ class FakeOllama(_FakeServer):
         self.models: set[str] = set(models) if models is not None else {"llama3.2"}
         self.delay = 0.0
         self.reply: str | Callable[[dict], str] = reply if reply is not None else _echo_last_user
+        # The counts of a final chunk: prompt_eval_count as given (Ollama leaves it out when the whole prompt was
+        # cached: None here), eval_count as given or, when None, the answer's words.
+        self.prompt_tokens: int | None = 10
+        self.answer_tokens: int | None = None
+        self.counts = True  # False: no counts at all, as some Ollama versions and proxies answer
         self._faults: list[_Fault] = []
 
     def fail_next(self, status: int, times: int = 1, error: str | None = None) -> None:
@@ -557,14 +562,31 @@ class FakeOllama(_FakeServer):
             return web.Response(status=503)
         text = self.reply(body) if callable(self.reply) else self.reply
         if body.get("stream", True) is False:  # Ollama streams unless told not to
-            return web.json_response(self._chunk(model, text, done=True))
+            return web.json_response(self._counted(self._chunk(model, text, done=True)))
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         for piece in re.findall(r"\S+\s*|\s+", text):
             await response.write(json.dumps(self._chunk(model, piece, done=False)).encode() + b"\n")
-        await response.write(json.dumps(self._chunk(model, "", done=True)).encode() + b"\n")
+        last = self._counted(self._chunk(model, "", done=True), len(text.split()))
+        await response.write(json.dumps(last).encode() + b"\n")
         await response.write_eof()
         return response
+
+    def _counted(self, chunk: dict, words: int | None = None) -> dict:
+        """A final chunk with the token counts this fake is set to report."""
+        if not self.counts:
+            chunk.pop("prompt_eval_count", None)
+            chunk.pop("eval_count", None)
+            return chunk
+        if self.prompt_tokens is None:
+            chunk.pop("prompt_eval_count", None)
+        else:
+            chunk["prompt_eval_count"] = self.prompt_tokens
+        if self.answer_tokens is not None:
+            chunk["eval_count"] = self.answer_tokens
+        elif words is not None:
+            chunk["eval_count"] = words
+        return chunk
 
     @staticmethod
     def _chunk(model: str, content: str, *, done: bool, done_reason: str = "stop") -> dict:

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hybridflow.errors import LLMError
-from hybridflow.llm import LLMClient, Turn, build_messages, clean_answer
+from hybridflow.llm import Answer, LLMClient, Turn, build_messages, clean_answer
 from tests.support.fakes import FakeOllama
 from tests.support.ports import closed_port_url
 
@@ -28,8 +28,12 @@ async def llm(fake):
     await client.aclose()
 
 
-async def ask(llm: LLMClient, text: str = "Vocês abrem domingo?", model: str = "llama3.2", **kwargs) -> str:
+async def answer(llm: LLMClient, text: str = "Vocês abrem domingo?", model: str = "llama3.2", **kwargs) -> Answer:
     return await llm.chat(model=model, messages=build_messages(PROMPT, [Turn("user", text)]), **kwargs)
+
+
+async def ask(llm: LLMClient, text: str = "Vocês abrem domingo?", model: str = "llama3.2", **kwargs) -> str:
+    return (await answer(llm, text, model, **kwargs)).text
 
 
 async def ask_error(llm: LLMClient, **kwargs) -> LLMError:
@@ -103,6 +107,21 @@ async def test_chat_returns_the_answer_and_sends_what_ollama_expects(llm, fake):
         {"role": "system", "content": PROMPT},
         {"role": "user", "content": "Vocês abrem domingo?"},
     ]
+
+
+async def test_chat_reports_ollamas_token_counts(llm, fake):
+    fake.prompt_tokens, fake.answer_tokens = 31, 7
+    assert (await answer(llm)).tokens == 38
+    got = await answer(llm)
+    assert (got.prompt_tokens, got.answer_tokens) == (31, 7)
+
+
+async def test_a_missing_token_count_is_unknown_not_zero(llm, fake):
+    fake.prompt_tokens = None  # Ollama leaves prompt_eval_count out when the whole prompt was cached
+    got = await answer(llm)
+    assert got.prompt_tokens is None and got.answer_tokens == 4 and got.tokens is None
+    fake.counts = False
+    assert (await answer(llm)).tokens is None
 
 
 async def test_chat_strips_whitespace_and_reasoning(llm, fake):
