@@ -97,15 +97,28 @@ DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 
 
-def _policy(reply_cap: str | None, max_reply_chars: int | None, hours: str | None, timezone: str | None,
+def _count(value: str | None, name: str) -> int | None:
+    """A whole number typed as people type them: ``300``, ``50000``, ``50_000``, ``50k``, ``2M``."""
+    if value is None:
+        return None
+    text = value.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit():
+        raise fail(f"invalid value for {name}: {value!r} is not a whole number (e.g. 300, 50000, 50k)", 2)
+    return int(digits) * scale
+
+
+def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | None, timezone: str | None,
             closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
             hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
-            daily_tokens: int | None) -> dict[str, object]:
+            daily_tokens: str | None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
-    return {"reply_cap": reply_cap, "max_reply_chars": max_reply_chars, "hours": hours, "timezone": timezone,
+    return {"reply_cap": reply_cap, "max_reply_chars": _count(max_reply_chars, "--max-reply-chars"), "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
             "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode,
-            "away_message": away_message, "locale": locale, "country": country, "daily_tokens": daily_tokens}
+            "away_message": away_message, "locale": locale, "country": country,
+            "daily_tokens": _count(daily_tokens, "--daily-tokens")}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
@@ -161,11 +174,11 @@ def add(
     api_key: str | None = API_KEY, model: str | None = MODEL, resume_after: str | None = RESUME_AFTER,
     debounce: str | None = DEBOUNCE, webhook_secret: str | None = WEBHOOK_SECRET, jwt_key: str | None = JWT_KEY,
     api_version: str | None = API_VERSION, allow_groups: bool | None = GROUPS, typing_: bool | None = PRESENCE,
-    mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: int | None = MAX_REPLY,
+    mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: str | None = MAX_REPLY,
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
-    country: str | None = COUNTRY, daily_tokens: int | None = DAILY_TOKENS,
+    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -196,11 +209,11 @@ def update(
     api_key: str | None = API_KEY, model: str | None = MODEL, resume_after: str | None = RESUME_AFTER,
     debounce: str | None = DEBOUNCE, webhook_secret: str | None = WEBHOOK_SECRET, jwt_key: str | None = JWT_KEY,
     api_version: str | None = API_VERSION, allow_groups: bool | None = GROUPS, typing_: bool | None = PRESENCE,
-    mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: int | None = MAX_REPLY,
+    mark_read: bool | None = MARK_READ, reply_cap: str | None = REPLY_CAP, max_reply_chars: str | None = MAX_REPLY,
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
-    country: str | None = COUNTRY, daily_tokens: int | None = DAILY_TOKENS,
+    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""

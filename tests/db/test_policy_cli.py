@@ -50,6 +50,26 @@ def test_the_reply_cap_the_longest_reply_and_business_hours_are_options(shop):  
     assert (tenant["closed"], tenant["reply_cap"]) == ([], "off")
 
 
+def test_the_away_message_locale_country_and_daily_tokens_are_options(shop):  # type: ignore[no-untyped-def]
+    ok(shop("tenants", "update", INSTANCE, "--hours", "mon-fri 08:00-18:00", "--timezone", "America/Sao_Paulo",
+            "--hours-mode", "inside", "--away-message", "Fechados. Voltamos {next_open}.", "--locale", "pt-pt",
+            "--country", "pt", "--daily-tokens", "50k"))
+    tenant = as_json(shop("tenants", "show", INSTANCE, "--json"))
+    assert (tenant["away_message"], tenant["locale"], tenant["country"], tenant["daily_tokens"]) == (
+        "Fechados. Voltamos {next_open}.", "pt_PT", "PT", 50000)
+    assert tenant["tokens_today"]["used"] == 0 and tenant["tokens_today"]["budget"] == 50000
+    human = ok(shop("tenants", "show", INSTANCE)).stdout
+    assert "away-message" in human and "tokens-today" in human and "0 of 50000" in human
+    ok(shop("tenants", "update", INSTANCE, "--away-message", "", "--daily-tokens", "0"))
+    tenant = as_json(shop("tenants", "show", INSTANCE, "--json"))
+    assert (tenant["away_message"], tenant["daily_tokens"]) == ("none", "no budget")
+
+
+def test_an_away_message_outside_mode_inside_is_kept_with_a_warning(shop):  # type: ignore[no-untyped-def]
+    result = ok(shop("tenants", "update", INSTANCE, "--away-message", "Fechados."))
+    assert "only sent with --hours-mode inside" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--reply-cap", "twenty"], "--reply-cap"),
     (["--hours", "mon-fri 08:00-25:00"], "25:00"),
@@ -57,6 +77,12 @@ def test_the_reply_cap_the_longest_reply_and_business_hours_are_options(shop):  
     (["--hours", "mon-fri 08:00-18:00", "--timezone", "Mars/Olympus"], "Mars/Olympus"),
     (["--hours-mode", "inside"], "--hours"),
     (["--max-reply-chars", "3"], "--max-reply-chars"),
+    (["--away-message", "Voltamos {amanha}"], "{amanha}"),
+    (["--locale", "xx_YY"], "--locale"),
+    (["--country", "Brasil"], "--country"),
+    (["--daily-tokens", "-1"], "--daily-tokens"),
+    (["--daily-tokens", "many"], "--daily-tokens"),
+    (["--max-reply-chars", "long"], "--max-reply-chars"),
 ])
 def test_bad_who_and_when_options_are_refused_with_one_line(shop, args, fragment):  # type: ignore[no-untyped-def]
     before = as_json(shop("tenants", "show", INSTANCE, "--json"))

@@ -11,7 +11,7 @@ import pytest
 from hybridflow.errors import BadRequest
 from hybridflow.service import Service, TenantChanges
 from tests.conftest import FakeClock
-from tests.support.builders import raw, upsert
+from tests.support.builders import raw, run_due, upsert
 from tests.support.fakes import FakeEvolution
 
 
@@ -23,10 +23,7 @@ async def say(service: Service, text: str) -> tuple[str, str | None]:
 
 async def answer_all(service: Service) -> int:
     """What a worker does: claim the due replies and send them; returns how many were sent."""
-    sent = 0
-    for job in await service.replies.claim(10):
-        sent += await service.replies.run(job) == "sent"
-    return sent
+    return (await run_due(service)).count("sent")
 
 
 async def test_the_reply_after_the_cap_pauses_the_chat_instead(service: Service, tenant, clock: FakeClock,

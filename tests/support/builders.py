@@ -73,6 +73,11 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float
         await asyncio.sleep(0.05)
 
 
+async def run_due(service: Any, limit: int = 10) -> list[str]:
+    """What a reply worker does, once: claim the due jobs and run them one by one; their final statuses."""
+    return [await service.replies.run(job) for job in await service.replies.claim(limit)]
+
+
 def dialect_of(database_url: str) -> str:
     """The name /health and the logs give the database of ``database_url``."""
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
