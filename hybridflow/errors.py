@@ -14,6 +14,7 @@ HybridFlowError
  ├── PayloadTooLarge        413
  ├── DatabaseMissing        a command that only reads found no database (exit code 2)
  ├── Unavailable            503: a transient failure of ours (database down); Evolution retries
+ ├── BackupFailed           ``hybridflow backup`` could not make a copy it can vouch for
  ├── SendError              a call to Evolution failed (``transient`` says whether to retry)
  └── LLMError               the model failed (``transient`` says whether to retry)
 
@@ -94,6 +95,12 @@ class DatabaseMissing(HybridFlowError):
 class Unavailable(HybridFlowError):
     status = 503
     code = "unavailable"
+
+
+class BackupFailed(HybridFlowError):
+    """The copy could not be written or failed its check; nothing was left at the path asked for."""
+
+    code = "backup_failed"
 
 
 class _PeerError(HybridFlowError):

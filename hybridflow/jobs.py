@@ -343,8 +343,8 @@ def tokens_since(conn: Connection, tenant_id: int, since: datetime) -> tuple[int
     return int(row[0]), int(row[1])
 
 
-def for_session(conn: Connection, session_id: int, limit: int) -> list[Row[Any]]:
-    """A chat's latest ``limit`` jobs, oldest first."""
+def for_session(conn: Connection, session_id: int, limit: int | None) -> list[Row[Any]]:
+    """A chat's latest ``limit`` jobs (all of them for None), oldest first."""
     rows = conn.execute(sa.select(JOBS).where(JOBS.c.session_id == session_id).order_by(JOBS.c.id.desc())
                         .limit(limit)).all()
     return list(reversed(rows))

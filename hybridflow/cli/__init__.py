@@ -6,6 +6,7 @@ The shared app and helpers are in ``hybridflow.cli.app``; each module here adds 
 from __future__ import annotations
 
 from hybridflow.cli import audience, ops, sessions, tenants
+from hybridflow.cli import data  # noqa: F401  (its commands: `backup` after ops' `migrate`, `sessions export`)
 from hybridflow.cli.app import app
 
 tenants.app.add_typer(audience.ignore_app, name="ignore")

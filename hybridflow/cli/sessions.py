@@ -18,7 +18,8 @@ from hybridflow.config import parse_duration
 if TYPE_CHECKING:
     from hybridflow.service.sessions import SessionDetail, SessionView
 
-app = App(help="List sessions, show their history, pause or resume the AI for a chat.", no_args_is_help=True)
+app = App(help="List sessions, show or export their history, pause or resume the AI for a chat.",
+          no_args_is_help=True)
 
 
 def resumes(view: SessionView, now: datetime | None = None, zone: tzinfo | None = None) -> str:
