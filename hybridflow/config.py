@@ -130,6 +130,35 @@ def parse_reply_cap(value: Any) -> tuple[int, float]:
     return int(count), seconds
 
 
+FOREVER = ("forever", "off", "never")  # a retention that keeps rows for good
+MIN_MESSAGE_RETENTION = 2 * 86400.0  # tombstones answer Evolution's retries and replays for this long at least
+
+
+def parse_retention(value: Any) -> float | None:
+    """How long rows are kept: a duration longer than 0 (``30d``), or None for ``forever`` (also ``off``)."""
+    if isinstance(value, str) and value.strip().lower() in FOREVER:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration longer than 0 such as 30d, or forever; got {value!r}")
+    return seconds
+
+
+def parse_message_retention(value: Any) -> float | None:
+    """``parse_retention``, at least two days: a deleted message's id must outlive Evolution's retries."""
+    seconds = parse_retention(value)
+    if seconds is not None and seconds < MIN_MESSAGE_RETENTION:
+        raise ValueError(f"{value!r} is shorter than {format_duration(MIN_MESSAGE_RETENTION)}: Evolution retries and "
+                         "replays webhooks for longer, and a deleted message must not be new again; give 2d or more, "
+                         "or forever")
+    return seconds
+
+
+def format_retention(seconds: float | None) -> str:
+    """A retention as people type it: ``30d`` or ``forever``."""
+    return "forever" if seconds is None else format_duration(seconds)
+
+
 def parse_optional_url(value: Any) -> str | None:
     return parse_url(value) if parse_str(value).strip() else None
 
@@ -193,6 +222,8 @@ class Settings:
     max_attempts: int = 5
     capture_path: str | None = None
     metrics: bool = False
+    retain_raw: float | None = 30 * 86400.0  # None: forever
+    retain_messages: float | None = None  # None: forever
     source: str | None = None  # the config file that was read, if any
 
     @property
@@ -227,6 +258,8 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "max_attempts": parse_int,
     "capture_path": parse_optional_str,
     "metrics": parse_bool,
+    "retain_raw": parse_retention,
+    "retain_messages": parse_message_retention,
 }
 
 

@@ -60,3 +60,12 @@ def same_secret(given: str | None, expected: str) -> bool:
         return False
     # surrogatepass: a hostile value that is not valid Unicode is a mismatch, not a crash
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def keyed_reference(secret_key: str | None, purpose: str, value: str) -> str | None:
+    """A stable, non-reversible reference to ``value`` for logs: HMAC-SHA256 with a key derived from the secret key
+    for this ``purpose`` (a plain hash of a phone number is reversed by trying every number). None without a key."""
+    if not secret_key:
+        return None
+    key = hmac.digest(secret_key.encode("utf-8"), f"hybridflow/{purpose}".encode(), "sha256")
+    return hmac.new(key, value.encode("utf-8", "surrogatepass"), "sha256").hexdigest()[:32]

@@ -7,6 +7,10 @@ every state change of a job is a named function here, over a connection, and not
       +------------------+   skipped_paused          |      sent if the echo came back, else unknown
       retry <--retry_later-------------------------- +
 
+A chat that is forgotten (``hybridflow sessions forget``) loses its jobs and its session row at once: a job being
+generated then ends ``cancelled`` at ``record_attempt`` (never sent), and ``mark_sent`` of a send that was already
+under way recreates nothing (it only remembers the sent id as deleted, so that its echo is a duplicate).
+
 Exactly once: the attempt is recorded (``sending``, with the text) in the same transaction that re-checks the
 pause, before Evolution is called; a job whose send outcome cannot be known becomes ``unknown`` and is never
 sent again. A claim is one atomic statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; a guarded
@@ -29,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, JobKind, JobStatus
-from hybridflow.statements import dialect_insert, insert_for, recent_texts
+from hybridflow.statements import add_tombstones, dialect_insert, insert_for, recent_texts
 
 T = TypeVar("T")
 WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the writer's batch transaction
@@ -218,7 +222,8 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     """The last-moment pause check and the record of the attempt, in one transaction. ``generated``: the model
     wrote ``text`` for this attempt, with ``tokens`` (None: unknown), which the job keeps for the daily budget.
 
-    Returns ``sending`` (go ahead and send), ``skipped_paused`` (the chat was paused meanwhile; the job ends), or
+    Returns ``sending`` (go ahead and send), ``skipped_paused`` (the chat was paused meanwhile; the job ends),
+    ``cancelled`` (the chat was forgotten meanwhile: its session and jobs are gone, nothing is sent), or
     ``running`` when this worker no longer holds the job (its lease ran out and another worker took it).
     """
     query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
@@ -226,7 +231,12 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
         query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
     mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     spent = {"tokens": tokens, "generated_at": now} if generated else {}
-    if conn.execute(query).scalar():
+    session = conn.execute(query).first()
+    if session is None:  # the chat was forgotten while the text was written (its jobs went with it)
+        conn.execute(sa.update(JOBS).where(mine).values(status=CANCELLED, updated_at=now,
+                                                        last_error="the chat was forgotten"))
+        return CANCELLED
+    if session.is_paused:
         conn.execute(sa.update(JOBS).where(mine).values(
             status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
             last_error="the owner took over while the reply was being generated", **spent))
@@ -239,12 +249,27 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
 
 def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now: datetime) -> str | None:
     """The job is sent; its text joins the chat's transcript (so a late echo of it is recognised as ours).
-    Returns the WhatsApp id of the sent message when known."""
-    mid = conn.execute(
-        sa.update(JOBS).where(JOBS.c.id == job.id).values(
-            status=SENT, sent_at=now, updated_at=now, last_error=None,
-            sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
-        .returning(JOBS.c.sent_message_id)).scalar()
+    Returns the WhatsApp id of the sent message when known.
+
+    When the chat was forgotten during the send (its session and the job are gone), nothing is written but a
+    tombstone of the sent id: its echo is then a duplicate and recreates no chat.
+    """
+    session = sa.select(SESSIONS.c.id).where(SESSIONS.c.id == job.session_id)
+    if conn.dialect.name == "postgresql":
+        # Before the job's row, as a forget takes them (session, then jobs): the two never wait for each other.
+        session = session.with_for_update(key_share=True)
+    sent = None
+    if conn.execute(session).first() is not None:
+        sent = conn.execute(
+            sa.update(JOBS).where(JOBS.c.id == job.id).values(
+                status=SENT, sent_at=now, updated_at=now, last_error=None,
+                sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
+            .returning(JOBS.c.sent_message_id)).first()
+    if sent is None:
+        if message_id:
+            add_tombstones(conn, [(job.tenant_id, message_id)], now)
+        return None
+    mid = sent.sent_message_id
     if mid:
         conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
             index_elements=["tenant_id", "message_id"]).values(
@@ -294,6 +319,34 @@ def recover_stale(conn: Connection, now: datetime) -> list[Row[Any]]:
             last_error="the worker stopped while sending; the reply may or may not have been delivered "
                        "and is not sent again")
         .returning(JOBS.c.id, JOBS.c.chat_id)).all()
+
+
+# -- retention and forgetting ---------------------------------------------------------------------------------
+
+
+def delete_finished_before(conn: Connection, tenant_id: int, cutoff: datetime, limit: int) -> int:
+    """Delete up to ``limit`` of a tenant's finished jobs created before ``cutoff`` (retention); returns how many.
+    Jobs still open are left to finish. On PostgreSQL the pick skips rows another process holds."""
+    pick = (sa.select(JOBS.c.id).where(JOBS.c.tenant_id == tenant_id, JOBS.c.created_at < cutoff,
+                                       JOBS.c.status.not_in(OPEN_JOB_STATES))
+            .order_by(JOBS.c.created_at).limit(limit))
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    ids = list(conn.execute(pick).scalars())
+    if ids:
+        conn.execute(sa.delete(JOBS).where(JOBS.c.id.in_(ids)))
+    return len(ids)
+
+
+def delete_for_session(conn: Connection, session_id: int) -> int:
+    """Delete every job of a chat, whatever its state (the chat is forgotten); returns how many."""
+    return conn.execute(sa.delete(JOBS).where(JOBS.c.session_id == session_id)).rowcount
+
+
+def sending_for_session(conn: Connection, session_id: int) -> int:
+    """How many of a chat's jobs are being sent right now (their text may be at Evolution already)."""
+    return conn.execute(sa.select(sa.func.count()).select_from(JOBS).where(
+        JOBS.c.session_id == session_id, JOBS.c.status == SENDING)).scalar_one()
 
 
 # -- echoes of our own sends ----------------------------------------------------------------------------------

@@ -50,6 +50,14 @@ class Metrics:
         self._tokens_today = Gauge("hybridflow_tokens_today", "Model tokens a tenant used since its local midnight "
                                    "(what its daily budget counts), all processes together.", ["tenant"],
                                    registry=self.registry)
+        self._database_size = Gauge("hybridflow_database_size_bytes", "Size of the database on disk (SQLite: the "
+                                    "file and its -wal; PostgreSQL: pg_database_size), read at each scrape.",
+                                    registry=self.registry)
+        self._retained = Counter("hybridflow_retention_rows", "Rows cleared by retention in this process, by what was "
+                                 "done (raw_cleared, messages_deleted, jobs_deleted, events_deleted, "
+                                 "tombstones_pruned).", ["kind"], registry=self.registry)
+        for kind in ("raw_cleared", "messages_deleted", "jobs_deleted", "events_deleted", "tombstones_pruned"):
+            self._retained.labels(kind=kind)  # every kind reads 0 before the first pass
         self._depth_statuses: set[str] = set()
 
     def webhook(self, action: str, reason: str | None = None) -> None:
@@ -69,7 +77,14 @@ class Metrics:
         else:
             self._tokens.labels(tenant=tenant).inc(count)
 
-    def render(self, queue_depth: Mapping[str, int], tokens_today: Mapping[str, int] | None = None) -> str:
+    def retained(self, counts: Mapping[str, int]) -> None:
+        """Count the rows one retention pass cleared, by kind."""
+        for kind, count in counts.items():
+            if count:
+                self._retained.labels(kind=kind).inc(count)
+
+    def render(self, queue_depth: Mapping[str, int], tokens_today: Mapping[str, int] | None = None, *,
+               database_size: int | None = None) -> str:
         """The exposition text, with the queue depth gauge set from ``queue_depth`` at this moment, and each
         tenant's tokens of today from ``tokens_today``.
 
@@ -81,6 +96,8 @@ class Metrics:
         for status, count in queue_depth.items():
             self._queue_depth.labels(status=status).set(count)
         self._depth_statuses.update(queue_depth)
+        if database_size is not None:
+            self._database_size.set(database_size)
         for tenant, used in (tokens_today or {}).items():
             self._tokens_today.labels(tenant=tenant).set(used)
         return generate_latest(self.registry).decode("utf-8")

@@ -97,6 +97,44 @@ def _v4(timestamp: str) -> list[str]:
             "CREATE INDEX ix_reply_jobs_tenant_generated ON reply_jobs (tenant_id, generated_at)"]
 
 
+_V4_MESSAGE_COLUMNS = ("id, tenant_id, session_id, message_id, chat_id, event, direction, from_me, kind, message_type, "
+                       "text, push_name, wa_timestamp, received_at, action, raw")
+
+
+def _v5_indexes_and_tombstones(timestamp: str) -> list[str]:
+    return ["CREATE INDEX ix_messages_tenant_received ON messages (tenant_id, received_at)",
+            "CREATE INDEX ix_reply_jobs_tenant_created ON reply_jobs (tenant_id, created_at)",
+            "CREATE INDEX ix_session_events_tenant_at ON session_events (tenant_id, at)",
+            "CREATE INDEX ix_messages_raw_received ON messages (tenant_id, received_at) WHERE raw IS NOT NULL",
+            f"""CREATE TABLE message_tombstones (
+                tenant_id INTEGER NOT NULL, message_id VARCHAR NOT NULL, deleted_at {timestamp} NOT NULL,
+                PRIMARY KEY (tenant_id, message_id))""",
+            "CREATE INDEX ix_message_tombstones_deleted ON message_tombstones (deleted_at)",
+            "ALTER TABLE tenants ADD COLUMN retain_raw FLOAT",
+            "ALTER TABLE tenants ADD COLUMN retain_messages FLOAT"]
+
+
+# SQLite cannot drop a column's NOT NULL in place: the messages table is rebuilt as version 2 rebuilt reply_jobs
+# (no other table refers to messages), with the same constraint and index names a new database gets.
+_SQLITE_V5 = [
+    "DROP INDEX ix_messages_session_received",
+    "ALTER TABLE messages RENAME TO messages_v4",
+    """CREATE TABLE messages (
+        id INTEGER NOT NULL, tenant_id INTEGER NOT NULL, session_id INTEGER NOT NULL, message_id VARCHAR NOT NULL,
+        chat_id VARCHAR NOT NULL, event VARCHAR(60) NOT NULL, direction VARCHAR(20) NOT NULL, from_me BOOLEAN NOT NULL,
+        kind VARCHAR(20) NOT NULL, message_type VARCHAR, text TEXT, push_name VARCHAR, wa_timestamp DATETIME,
+        received_at DATETIME NOT NULL, action VARCHAR(30) NOT NULL, raw TEXT,
+        PRIMARY KEY (id),
+        CONSTRAINT uq_messages_tenant_message UNIQUE (tenant_id, message_id),
+        FOREIGN KEY(tenant_id) REFERENCES tenants (id),
+        FOREIGN KEY(session_id) REFERENCES sessions (id))""",
+    f"INSERT INTO messages ({_V4_MESSAGE_COLUMNS}) SELECT {_V4_MESSAGE_COLUMNS} FROM messages_v4",
+    "DROP TABLE messages_v4",
+    "CREATE INDEX ix_messages_session_received ON messages (session_id, received_at)",
+    *_v5_indexes_and_tombstones("DATETIME"),
+]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "reply jobs get a kind; uniqueness per kind", {
         "sqlite": _SQLITE_V2,
@@ -127,6 +165,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "away messages, locale and country per tenant; the daily token budget and each text's tokens", {
         "sqlite": _v4("DATETIME"),
         "postgresql": _v4("TIMESTAMP WITH TIME ZONE"),
+    }),
+    Migration(5, "retention: raw payloads may be cleared, tombstones of deleted message ids, per-tenant retention", {
+        "sqlite": _SQLITE_V5,
+        "postgresql": ["ALTER TABLE messages ALTER COLUMN raw DROP NOT NULL",
+                       *_v5_indexes_and_tombstones("TIMESTAMP WITH TIME ZONE")],
     }),
 )
 

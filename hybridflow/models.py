@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 # The version of the schema these tables describe. A change to them is a step in ``hybridflow.migrations``.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class JobStatus(StrEnum):
@@ -39,6 +39,7 @@ OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStat
 # The predicate of the partial unique index "one waiting reply per chat", written once: PostgreSQL and SQLite only
 # use (and ON CONFLICT only infers) a partial index when a statement repeats its predicate.
 QUEUED_REPLY = "status = 'queued' AND kind = 'reply'"
+RAW_KEPT = "raw IS NOT NULL"  # the predicate of the partial index of messages whose raw body retention may clear
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -102,6 +103,8 @@ class Tenant(SQLModel, table=True):
     locale: str | None = Field(default=None, max_length=20)  # None: pt_BR
     country: str | None = Field(default=None, max_length=2)  # the region of typed numbers; None: BR
     daily_tokens: int | None = None  # the model's token budget per local day; None: no budget
+    retain_raw: float | None = None  # seconds raw payloads are kept; None: the setting's; 0: forever
+    retain_messages: float | None = None  # seconds messages are kept; None: the setting's; 0: forever
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it
@@ -135,12 +138,16 @@ class ChatSession(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """Every message-carrying webhook, with its raw body and the decision taken for it."""
+    """Every message-carrying webhook, with its raw body (cleared after ``retain_raw``) and the decision taken."""
 
     __tablename__ = "messages"
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "message_id", name="uq_messages_tenant_message"),
         sa.Index("ix_messages_session_received", "session_id", "received_at"),
+        # Retention: the oldest messages of a tenant, and (a partial index) those that still have a raw body.
+        sa.Index("ix_messages_tenant_received", "tenant_id", "received_at"),
+        sa.Index("ix_messages_raw_received", "tenant_id", "received_at",
+                 sqlite_where=sa.text(RAW_KEPT), postgresql_where=sa.text(RAW_KEPT)),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -158,14 +165,27 @@ class Message(SQLModel, table=True):
     wa_timestamp: datetime | None = _ts()
     received_at: datetime = _ts(nullable=False)
     action: str = Field(max_length=30)
-    raw: str = Field(sa_type=sa.Text, nullable=False)
+    raw: str | None = Field(default=None, sa_type=sa.Text, nullable=True)  # None once retention cleared it
+
+
+class MessageTombstone(SQLModel, table=True):
+    """The id of a deleted message (retention, or a chat forgotten), so that a retried or replayed webhook of it is
+    answered ``duplicate`` instead of being new again. No content and no chat: only what deduplication needs."""
+
+    __tablename__ = "message_tombstones"
+    __table_args__ = (sa.Index("ix_message_tombstones_deleted", "deleted_at"),)
+
+    tenant_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    message_id: str = Field(primary_key=True)
+    deleted_at: datetime = _ts(nullable=False)
 
 
 class SessionEvent(SQLModel, table=True):
     """History of pauses and resumes: when, why and by whom."""
 
     __tablename__ = "session_events"
-    __table_args__ = (sa.Index("ix_session_events_session_at", "session_id", "at"),)
+    __table_args__ = (sa.Index("ix_session_events_session_at", "session_id", "at"),
+                      sa.Index("ix_session_events_tenant_at", "tenant_id", "at"))  # retention, oldest first
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenants.id", nullable=False)
@@ -197,6 +217,7 @@ class ReplyJob(SQLModel, table=True):
         sa.Index("ix_reply_jobs_sent_message", "tenant_id", "sent_message_id"),
         sa.Index("ix_reply_jobs_session_created", "session_id", "created_at"),
         sa.Index("ix_reply_jobs_tenant_generated", "tenant_id", "generated_at"),
+        sa.Index("ix_reply_jobs_tenant_created", "tenant_id", "created_at"),  # retention, oldest first
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -245,3 +266,4 @@ MESSAGES = Message.__table__
 EVENTS = SessionEvent.__table__
 JOBS = ReplyJob.__table__
 CONTACTS = TenantContact.__table__
+TOMBSTONES = MessageTombstone.__table__

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from hybridflow.models import MESSAGES, SESSIONS
+from hybridflow.models import MESSAGES, SESSIONS, TOMBSTONES
 
 SessionKey = tuple[int, str]  # (tenant id, chat id)
 
@@ -63,11 +63,33 @@ def lock_sessions(conn: Connection, keys: dict[SessionKey, str], now: datetime) 
     return {(row.tenant_id, row.chat_id): row for row in result}
 
 
+DELETED = "deleted"  # the "direction" of a message id that was deleted (a tombstone): never new again
+
+
 def stored_directions(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
-    """Which (tenant, message id) pairs are already stored, with who wrote them."""
+    """Which (tenant, message id) pairs are already stored, with who wrote them; ids of deleted messages
+    (retention, a forgotten chat) count as stored, by ``DELETED``."""
     query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.direction).where(
-        pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids))
-    return {(row.tenant_id, row.message_id): row.direction for row in conn.execute(query)}
+        pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids)).union_all(
+        sa.select(TOMBSTONES.c.tenant_id, TOMBSTONES.c.message_id, sa.literal(DELETED)).where(
+            pairs_in(TOMBSTONES.c.tenant_id, TOMBSTONES.c.message_id, ids)))
+    found: dict[tuple[int, str], str] = {}
+    for row in conn.execute(query):
+        if row[2] != DELETED or (row[0], row[1]) not in found:  # a stored row wins over a tombstone
+            found[(row[0], row[1])] = row[2]
+    return found
+
+
+@functools.cache
+def _tombstone(dialect: str) -> Any:
+    return dialect_insert(dialect, TOMBSTONES).on_conflict_do_nothing(index_elements=["tenant_id", "message_id"])
+
+
+def add_tombstones(conn: Connection, pairs: Iterable[tuple[int, str]], now: datetime) -> None:
+    """Remember deleted message ids (tenant, id) so that a webhook of one of them is never new again."""
+    rows = [{"tenant_id": t, "message_id": m, "deleted_at": now} for t, m in dict.fromkeys(pairs)]
+    if rows:
+        conn.execute(_tombstone(conn.dialect.name), rows)
 
 
 def recent_texts(conn: Connection, session_id: int, limit: int) -> list[tuple[str, str]]:

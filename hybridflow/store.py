@@ -111,6 +111,12 @@ def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str, writer:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # Before WAL and before any table: only then does a new file take it (an existing one keeps its mode
+        # until `hybridflow vacuum`). Retention then gives freed pages back with PRAGMA incremental_vacuum. Only on
+        # an empty file: on an existing one even the same mode is a write, which would wait for a running serve.
+        cursor.execute("PRAGMA page_count")
+        if cursor.fetchone()[0] == 0:
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         _enter_wal(cursor, _pause_for(dbapi_connection))
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -276,6 +282,42 @@ class Store:
             async with self.read_engine.connect() as conn:
                 await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
 
+    async def size(self) -> int:
+        """The database's size on disk in bytes: the SQLite file with its ``-wal``; PostgreSQL's
+        ``pg_database_size`` of the current database."""
+        if self.is_sqlite:
+            return _sqlite_size(self.sqlite_path)
+        async with self.read() as conn:
+            return int((await conn.execute(sa.text("SELECT pg_database_size(current_database())"))).scalar_one())
+
+    async def incremental_vacuum(self, pages: int = 200, *, pause: float = 0.005) -> int:
+        """SQLite only: give the file's free pages back to the file system, ``pages`` at a time, each step its own
+        short write transaction (webhooks never wait behind a long one). Returns the pages freed. A database
+        created before auto_vacuum was turned on frees nothing here (``hybridflow vacuum`` converts it)."""
+        if not self.is_sqlite or self.sqlite_path is None:
+            return 0
+        freed = 0
+        while True:
+            started = time.monotonic()
+            step, left = await asyncio.to_thread(_incremental_vacuum_step, self.sqlite_path, pages)
+            freed += step
+            if not step or not left:  # webhooks reuse free pages meanwhile: a step may free fewer than asked
+                return freed
+            await asyncio.sleep(max(pause, time.monotonic() - started))  # the writer gets the lock half the time
+
+    async def vacuum(self) -> None:
+        """Rewrite the database compactly: SQLite's VACUUM (which also turns on incremental auto-vacuum for a
+        database created before it was the default), PostgreSQL's VACUUM (ANALYZE) of HybridFlow's tables."""
+        if self.is_sqlite:
+            if self.sqlite_path is not None:
+                await asyncio.to_thread(_sqlite_vacuum, self.sqlite_path)
+            return
+        with _outage_is_unavailable():
+            async with self.write_engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                tables = ", ".join(sorted(SQLModel.metadata.tables))
+                await conn.exec_driver_sql(f"VACUUM (ANALYZE) {tables}")
+
     async def create_schema(self, migrations: Sequence[Migration] = MIGRATIONS) -> int:
         """Create the tables of a new database, or apply the pending migration steps of an older one; safe to run
         any number of times, from several processes at once. Returns the schema version."""
@@ -295,6 +337,40 @@ class Store:
                 return None
 
 
+def _sqlite_size(path: Path | None) -> int:
+    if path is None:
+        return 0
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def _sqlite_connection(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return connection
+
+
+def _incremental_vacuum_step(path: Path, pages: int) -> tuple[int, int]:
+    """Free up to ``pages`` pages; returns (pages freed, free pages left)."""
+    with contextlib.closing(_sqlite_connection(path)) as connection:
+        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # not incremental: nothing to give back
+            return 0, 0
+        before = connection.execute("PRAGMA freelist_count").fetchone()[0]
+        if not before:
+            return 0, 0
+        # executescript steps the pragma to its end (execute() frees a single page); in autocommit, it is its
+        # own transaction.
+        connection.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+        left = connection.execute("PRAGMA freelist_count").fetchone()[0]
+        return max(before - left, 0), left
+
+
+def _sqlite_vacuum(path: Path) -> None:
+    with contextlib.closing(_sqlite_connection(path)) as connection:
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # applied by this VACUUM to an older file
+        connection.execute("VACUUM")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def _version_of_tables(inspector: sa.Inspector) -> int | None:
     """The schema version HybridFlow's tables have when no version is recorded; None when there are none."""
     tables = set(inspector.get_table_names())
@@ -304,7 +380,9 @@ def _version_of_tables(inspector: sa.Inspector) -> int | None:
         return 1
     if "tenant_contacts" not in tables:
         return 2
-    return 3 if "daily_tokens" not in {c["name"] for c in inspector.get_columns("tenants")} else 4
+    if "daily_tokens" not in {c["name"] for c in inspector.get_columns("tenants")}:
+        return 3
+    return 4 if "message_tombstones" not in tables else 5
 
 
 def _create_or_migrate(conn: Connection, migrations: Sequence[Migration]) -> int:

@@ -145,6 +145,13 @@ async def session_resume(request: web.Request) -> web.Response:
     return web.json_response(view.as_dict())
 
 
+async def session_forget(request: web.Request) -> web.Response:
+    """DELETE /sessions/{instance}/{chat_id}: erase everything kept about the chat; answers what was erased."""
+    _require_admin(request)
+    forgotten = await request.app[SERVICE].forget(request.match_info["instance"], request.match_info["chat_id"])
+    return web.json_response(forgotten.as_dict())
+
+
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format; enabled by the ``metrics`` setting, protected like the admin API."""
     _require_admin(request)
@@ -179,6 +186,7 @@ def create_app(service: Service, *, background: bool = True) -> web.Application:
     app.router.add_post("/webhooks/evolution", webhook)
     app.router.add_post("/webhooks/evolution/{suffix:.+}", webhook)
     app.router.add_get("/sessions/{instance}/{chat_id}", session_show)
+    app.router.add_delete("/sessions/{instance}/{chat_id}", session_forget)
     app.router.add_post("/sessions/{instance}/{chat_id}/pause", session_pause)
     app.router.add_post("/sessions/{instance}/{chat_id}/resume", session_resume)
     if service.settings.metrics:

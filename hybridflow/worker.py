@@ -1,4 +1,5 @@
-"""Background work inside ``serve``: the reply worker, the periodic sweep, stale-job recovery, WAL checkpoints.
+"""Background work inside ``serve``: the reply worker, the periodic sweep, stale-job recovery, retention, WAL
+checkpoints.
 It calls the service and the job queue's functions; it writes no SQL itself.
 
 No loop here ever dies of an error: a database outage is logged and retried after a short pause.
@@ -84,8 +85,32 @@ async def _guarded(call: Callable[[], Awaitable], what: str):  # type: ignore[no
         return None
 
 
-async def maintenance(service: Service, *, sweep_interval: float, checkpoint_interval: float = 1.0) -> None:
-    """Periodic sweep and stale-job recovery, plus WAL checkpoints on SQLite."""
+# How often `serve` enforces retention. A pass that finds nothing costs a few index lookups per tenant.
+RETENTION_INTERVAL = 600.0
+
+
+async def retention(service: Service, *, interval: float = RETENTION_INTERVAL) -> None:
+    """Enforce retention at start and then every ``interval`` (in batches, beside the webhooks: see
+    ``service.retention``)."""
+    while True:
+        await _guarded(service.enforce_retention, "retention")
+        await asyncio.sleep(interval)
+
+
+async def maintenance(service: Service, *, sweep_interval: float, checkpoint_interval: float = 1.0,
+                      retention_interval: float = RETENTION_INTERVAL) -> None:
+    """Periodic sweep and stale-job recovery, retention (a task of its own, so that a long first pass never
+    delays a sweep), plus WAL checkpoints on SQLite."""
+    retaining = asyncio.create_task(retention(service, interval=retention_interval), name="hybridflow-retention")
+    try:
+        await _sweep_and_checkpoint(service, sweep_interval=sweep_interval, checkpoint_interval=checkpoint_interval)
+    finally:
+        retaining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retaining
+
+
+async def _sweep_and_checkpoint(service: Service, *, sweep_interval: float, checkpoint_interval: float) -> None:
     loop = asyncio.get_running_loop()
     next_sweep = loop.time()
     while True:

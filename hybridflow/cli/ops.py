@@ -114,15 +114,50 @@ def serve(
     run_async(lambda: _serve(settings))
 
 
+async def _sweep(service: Service) -> tuple[list[Any], Any]:
+    return await service.sweep(), await service.enforce_retention()
+
+
 @app.command("sweep")
 def sweep(ctx: typer.Context, as_json: bool = json_option()) -> None:
-    """Resume sessions whose pause has run out. Quiet when there is nothing to do; safe from cron."""
-    resumed = run(ctx, lambda s: s.sweep())
+    """Resume sessions whose pause has run out, and enforce retention (raw payloads, old messages). Quiet when
+    there is nothing to do; safe from cron, beside a running serve."""
+    resumed, retention = run(ctx, _sweep)
     if as_json:
-        print_json({"resumed": [v.as_dict() for v in resumed]})
+        print_json({"resumed": [v.as_dict() for v in resumed], "retention": retention.as_dict()})
         return
     for v in resumed:
         out.print(f"resumed {escape(v.instance)} {escape(v.chat_id)}")
+    if retention.anything:
+        r = retention
+        out.print(f"retention: {r.raw_cleared} raw payloads cleared, {r.messages_deleted} messages, "
+                  f"{r.jobs_deleted} replies and {r.events_deleted} pause/resume events deleted, "
+                  f"{r.tombstones_pruned} tombstones pruned ({r.seconds:.1f} s)")
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+@app.command("vacuum")
+def vacuum(ctx: typer.Context, as_json: bool = json_option()) -> None:
+    """Give the space of deleted rows back: SQLite's VACUUM (safe while serve runs, but it holds the write lock
+    while it works); on PostgreSQL, VACUUM (ANALYZE) of HybridFlow's tables (autovacuum does this anyway)."""
+    report = run(ctx, lambda s: s.vacuum(), readonly=True)
+    if as_json:
+        print_json(report)
+        return
+    if report["backend"] == "sqlite":
+        out.print(f"vacuumed {escape(report['database'])}: {_size(report['before'])} -> {_size(report['after'])} "
+                  f"({report['seconds']:.1f} s); incremental auto-vacuum is on, so retention now gives space back "
+                  "by itself")
+    else:
+        out.print(f"ran VACUUM (ANALYZE) on {escape(report['database'])} ({report['seconds']:.1f} s): its space is "
+                  f"reused by new rows, the files do not shrink (VACUUM FULL would, locking the tables); "
+                  f"autovacuum does the same by itself. Database size {_size(report['after'])}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hybridflow.cli.app import (App, clock, err, fail, json_option, keep_whole, may_wrap, out, print_json,
+from hybridflow.cli.app import (App, clock, confirm, err, fail, json_option, keep_whole, may_wrap, out, print_json,
                                 print_table, relative, run, span, when)
 from hybridflow.config import parse_duration
 
 if TYPE_CHECKING:
     from hybridflow.service.sessions import SessionDetail, SessionView
 
-app = App(help="List sessions, show or export their history, pause or resume the AI for a chat.",
+app = App(help="List sessions, show or export their history, pause or resume the AI for a chat, forget a chat.",
           no_args_is_help=True)
 
 
@@ -202,3 +202,50 @@ def resume(
         out.print(f"[green]▶[/green] {view.instance} · {view.chat_id}: {_state(view)}")
         if view.note:
             err.print(f"note: {view.note}", markup=False)
+
+
+def not_erased(capture_path: str | None) -> list[str]:
+    """What ``forget`` cannot reach: copies of the chat outside HybridFlow's database."""
+    capture = (f"webhook bodies captured for replay in {capture_path} (capture_path): delete them there"
+               if capture_path else "webhook bodies captured for replay (capture is off now; files of an earlier "
+               "capture_path are not touched)")
+    return [capture,
+            "backups of the database made before now (hybridflow backup, pg_dump): they still hold the chat",
+            "Evolution's own copy of the chat (its database, and the phone's WhatsApp): delete it there"]
+
+
+@app.command("forget")
+def forget(
+    ctx: typer.Context,
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+    chat: str = typer.Argument(..., metavar="CHAT", help="The chat: a full JID or a phone number."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask (needed without a terminal)."),
+    as_json: bool = json_option(),
+) -> None:
+    """Erase everything HybridFlow keeps about one chat (messages, replies, pause history, the session); it
+    cannot be undone. Afterwards the chat is a new customer."""
+    if not yes and not confirm(f"Erase everything HybridFlow keeps about chat {chat!r} of {instance!r}? "
+                               "This cannot be undone."):
+        raise fail(f"forgetting chat {chat!r} of {instance!r} needs --yes", 2)
+    forgotten, capture = run(ctx, lambda s: _forget(s, instance, chat))
+    outside = not_erased(capture)
+    if as_json:
+        print_json(forgotten.as_dict() | {"not_erased": outside})
+        return
+    waited = f" (after waiting {forgotten.waited:.1f} s for a reply being sent)" if forgotten.waited >= 0.5 else ""
+    out.print(f"[green]✓[/green] forgot {escape(forgotten.instance)} · {escape(forgotten.chat_id)}{waited}: "
+              f"{_count(forgotten.messages, 'message')}, {_count(forgotten.replies, 'reply', 'replies')}, "
+              f"{_count(forgotten.events, 'pause/resume event')} and the session erased")
+    out.print("its message ids stay 7 days as tombstones (ids only, no content), so Evolution's retries are "
+              "answered duplicate; the next message starts a new chat")
+    out.print("not erased, outside HybridFlow's database:")
+    for line in outside:
+        out.print(f"  - {escape(line)}")
+
+
+def _count(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
+
+
+async def _forget(service, instance: str, chat: str):  # type: ignore[no-untyped-def]
+    return await service.forget(instance, chat), service.settings.capture_path

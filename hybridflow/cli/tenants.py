@@ -95,6 +95,11 @@ COUNTRY = typer.Option(None, "--country", metavar="CODE", help="Country of numbe
                        "(default), PT, US.")
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
+RETAIN_RAW = typer.Option(None, "--retain-raw", metavar="DURATION", help="Clear raw webhook bodies older than "
+                         "this, e.g. 30d (the parsed messages stay); forever (or off) keeps them. Default: retain_raw.")
+RETAIN_MESSAGES = typer.Option(None, "--retain-messages", metavar="DURATION", help="Delete messages older than this, "
+                               "with their replies and events, e.g. 365d (at least 2d); forever (or off) keeps them. "
+                               "Default: retain_messages.")
 
 
 def _count(value: str | None, name: str) -> int | None:
@@ -112,13 +117,15 @@ def _count(value: str | None, name: str) -> int | None:
 def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | None, timezone: str | None,
             closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
             hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
-            daily_tokens: str | None) -> dict[str, object]:
+            daily_tokens: str | None, retain_raw: str | None = None,
+            retain_messages: str | None = None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
     return {"reply_cap": reply_cap, "max_reply_chars": _count(max_reply_chars, "--max-reply-chars"), "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
             "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode,
             "away_message": away_message, "locale": locale, "country": country,
-            "daily_tokens": _count(daily_tokens, "--daily-tokens")}
+            "daily_tokens": _count(daily_tokens, "--daily-tokens"), "retain_raw": retain_raw,
+            "retain_messages": retain_messages}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
@@ -126,12 +133,12 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
           "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
           "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
-          "daily_tokens": "daily-tokens"}
+          "daily_tokens": "daily-tokens", "retain_raw": "retain-raw", "retain_messages": "retain-messages"}
 
 
-def shown_settings(tenant: TenantConfig, usage: dict | None = None) -> dict[str, str]:
+def shown_settings(tenant: TenantConfig, usage: dict | None = None, stored: dict | None = None) -> dict[str, str]:
     """A tenant as ``tenants show`` prints it: option names, durations as typed (``2h``), yes/no, local times;
-    with ``usage``, the tokens used today."""
+    with ``usage``, the tokens used today; with ``stored``, its messages kept and the oldest one's time."""
     shown = {}
     for key, value in tenant.public().items():
         if key in ("resume_after", "debounce"):
@@ -144,19 +151,22 @@ def shown_settings(tenant: TenantConfig, usage: dict | None = None) -> dict[str,
             value = ", ".join(value) or "none"
         shown[_SHOWN.get(key, key)] = str(value)
     if tenant.schedule is not None:  # open or closed right now, and until when
-        shown["now"] = tenant.schedule.describe_now(datetime.now(UTC), "en")
+        shown["now"] = tenant.schedule.describe_now(datetime.now(UTC), "en").partition(": ")[2]  # "Tuesday 08:45, open…"
     if usage is not None:
         budget = f" of {usage['budget']}" if usage["budget"] else ""
         uncounted = f", {usage['uncounted_answers']} answers without a count" if usage["uncounted_answers"] else ""
         shown["tokens-today"] = f"{usage['used']}{budget} (since {usage['since'][:16].replace('T', ' ')}{uncounted})"
+    if stored is not None:
+        oldest = f" (oldest {clock(stored['oldest'])})" if stored["oldest"] else ""
+        shown["messages-stored"] = f"{stored['messages']}{oldest}"
     return shown
 
 
-def _show(tenant: TenantConfig, usage: dict | None = None) -> None:
+def _show(tenant: TenantConfig, usage: dict | None = None, stored: dict | None = None) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(no_wrap=True)
     may_wrap(table, "")
-    for key, value in shown_settings(tenant, usage).items():
+    for key, value in shown_settings(tenant, usage, stored).items():
         table.add_row(f"[bold]{key}[/bold]", escape(value))
     print_table(table)
 
@@ -179,6 +189,7 @@ def add(
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
     country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
+    retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -187,7 +198,7 @@ def add(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens))
+                                                     country, daily_tokens, retain_raw, retain_messages))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -214,6 +225,7 @@ def update(
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
     country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
+    retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
@@ -221,7 +233,7 @@ def update(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens))
+                                                     country, daily_tokens, retain_raw, retain_messages))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())
@@ -267,11 +279,17 @@ def tenants_table(tenants: list[TenantConfig]) -> Table:
 def show(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
          as_json: bool = json_option()) -> None:
     """Show one tenant, its prompt included, and the model tokens it used today."""
-    tenant, usage = run(ctx, lambda s: s.tenant_report(instance), readonly=True)
+    tenant, usage, stored = run(ctx, lambda s: _report(s, instance), readonly=True)
     if as_json:
-        print_json(tenant.public() | {"tokens_today": usage})
+        print_json(tenant.public() | {"tokens_today": usage, "messages": {
+            "stored": stored["messages"], "oldest": stored["oldest"].isoformat() if stored["oldest"] else None}})
     else:
-        _show(tenant, usage)
+        _show(tenant, usage, stored)
+
+
+async def _report(service: Service, instance: str) -> tuple[TenantConfig, dict, dict]:
+    tenant, usage = await service.tenant_report(instance)
+    return tenant, usage, await service.stored_messages(tenant.id)
 
 
 @app.command("remove")

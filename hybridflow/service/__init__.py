@@ -11,6 +11,8 @@ import contextlib
 import functools
 import os
 import socket
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,16 +23,17 @@ import structlog
 from hybridflow import events as ev
 from hybridflow import jobs
 from hybridflow.config import Settings
-from hybridflow.crypto import SecretBox
+from hybridflow.crypto import SecretBox, keyed_reference
 from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient
 from hybridflow.logs import Throttle
 from hybridflow.metrics import Metrics
-from hybridflow.models import SESSIONS
+from hybridflow.models import MESSAGES, SESSIONS
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
 from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
 from hybridflow.service.replies import Replies, compose
+from hybridflow.service.retention import Forgotten, Retention, RetentionReport
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import SavedTenant, TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
@@ -71,6 +74,7 @@ class Service:
             history_limit=settings.history_limit, lease=settings.reply_lease,
             send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts,
             submit=self.writer.submit)
+        self.retention = Retention(store, settings, self.writer.submit, clock)
         self.reply_wakeup = asyncio.Event()
         self.log_throttle = Throttle(60.0)
 
@@ -298,6 +302,53 @@ class Service:
             log.info("session.resumed", tenant=view.instance, chat=view.chat_id, reason="auto_resume", actor="sweep")
         return resumed
 
+    # -- the data lifecycle -----------------------------------------------------------------------------------
+
+    async def enforce_retention(self) -> RetentionReport:
+        """Clear raw payloads and delete messages (with their replies and events) past each tenant's retention."""
+        report = await self.retention.enforce()
+        self.metrics.retained(report.counts())
+        return report
+
+    async def forget(self, instance: str, chat: str) -> Forgotten:
+        """Erase everything HybridFlow keeps about one chat (also of a tenant removed with its history kept); its
+        message ids stay as tombstones, so the chat is a new customer when it writes again."""
+        tenant = await self.tenants.get(instance, cached=False, removed_too=True)
+        chat_id = (await self.sessions.match(tenant, chat)).existing()
+        forgotten = await self.retention.forget(tenant.id, tenant.instance, chat_id,
+                                                settle=self.settings.evolution_timeout + 5.0)
+        # The chat only as a keyed HMAC: the log must not say whose data was erased (a plain hash of a number is
+        # reversible by trying every number).
+        log.info("session.forgotten", tenant=tenant.instance,
+                 chat_hmac=keyed_reference(self.settings.secret_key, "forgotten-chat", chat_id),
+                 messages=forgotten.messages, replies=forgotten.replies, events=forgotten.events,
+                 sessions=forgotten.sessions, waited_s=forgotten.waited)
+        return forgotten
+
+    async def stored_messages(self, tenant_id: int | None = None) -> dict[str, Any]:
+        """How many messages are stored (of one tenant, or all) and when the oldest of them was received."""
+        query = sa.select(sa.func.count(), sa.func.min(MESSAGES.c.received_at)).select_from(MESSAGES)
+        if tenant_id is not None:
+            query = query.where(MESSAGES.c.tenant_id == tenant_id)
+        async with self.store.read() as conn:
+            count, oldest = (await conn.execute(query)).one()
+        if isinstance(oldest, str):  # SQLite's min() of a column loses its type: read it back as the column does
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+        return {"messages": int(count), "oldest": oldest}
+
+    async def vacuum(self) -> dict[str, Any]:
+        """Compact the database (``hybridflow vacuum``): its size before and after, and how long it took."""
+        before = await self.store.size()
+        started = time.monotonic()
+        try:
+            await self.store.vacuum()
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"VACUUM failed: {exc} (another process held the database for too long; "
+                              "run it again)") from None
+        after = await self.store.size()
+        return {"database": self.store.describe(), "backend": self.store.dialect, "before": before, "after": after,
+                "seconds": round(time.monotonic() - started, 3)}
+
     async def queue_depth(self) -> dict[str, int]:
         """Jobs not finished yet, by status."""
         async with self.store.read() as conn:
@@ -319,7 +370,7 @@ class Service:
     async def metrics_text(self) -> str:
         """The /metrics exposition: this process' counters, the queue depth and every tenant's tokens today."""
         today = {t.instance: (await self.tokens_today(t))["used"] for t in await self.tenants.list()}
-        return self.metrics.render(await self.queue_depth(), today)
+        return self.metrics.render(await self.queue_depth(), today, database_size=await self.store.size())
 
     async def health(self) -> dict[str, Any]:
         """Prove the database answers; raises ``Unavailable`` when it does not."""

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from hybridflow.config import format_retention
 from hybridflow.crypto import same_secret
 from hybridflow.errors import HybridFlowError
 from hybridflow.models import SCHEMA_VERSION
@@ -55,6 +56,28 @@ async def _database(service: Service) -> Check:
     if version > SCHEMA_VERSION:
         return Check("database", False, f"{where}; schema version {version} is newer than this HybridFlow")
     return Check("database", True, f"{where}; schema version {version}")
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+async def _storage(service: Service) -> Check:
+    """What the database keeps and for how long: messages stored, the oldest, retention, size on disk."""
+    try:
+        stored = await service.stored_messages()
+        size = await service.store.size()
+    except HybridFlowError as exc:
+        return Check("storage", False, exc.message)
+    oldest = f", the oldest received {stored['oldest'].astimezone():%Y-%m-%d %H:%M %z}" if stored["oldest"] else ""
+    settings = service.settings
+    return Check("storage", True, f"{stored['messages']} messages stored{oldest}; retention: raw payloads "
+                                  f"{format_retention(settings.retain_raw)}, messages "
+                                  f"{format_retention(settings.retain_messages)} (tenants may override); "
+                                  f"database {_size(size)}")
 
 
 async def _model(service: Service, model: str, used_by: str) -> Check:
@@ -283,6 +306,8 @@ async def diagnose(service: Service) -> list[Check]:
                         "(hybridflow keys generate)"))
     database = await _database(service)
     checks.append(database)
+    if database.ok:
+        checks.append(await _storage(service))
     tenants = []
     if database.ok:
         try:

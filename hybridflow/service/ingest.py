@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from hybridflow import events as ev
 from hybridflow import jobs
 from hybridflow.events import Author
-from hybridflow.models import EVENTS, MESSAGES, SESSIONS, JobKind
+from hybridflow.models import EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import dialect_insert, lock_sessions, stored_directions
 from hybridflow.validation import storable_text
@@ -289,7 +289,8 @@ def _message_row(item: Inbound, session: SessionState, now: datetime, action: st
 def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[IngestResult]:
     """Store and decide a batch of message webhooks inside the caller's transaction."""
     keys = {(i.tenant.id, i.event.chat_jid): i.event.chat_kind for i in items}
-    sessions = {key: SessionState.from_row(row) for key, row in lock_sessions(conn, keys, now).items()}
+    locked = lock_sessions(conn, keys, now)
+    sessions = {key: SessionState.from_row(row) for key, row in locked.items()}
     stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items})
     sends = own_sends(conn, items, sessions, now)
     started = _replies_started(conn, items, sessions, now)
@@ -319,6 +320,10 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                                     session.is_paused, session.resumes_at))
     if messages:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
+    # A chat created by this batch that kept nothing (only ids of a forgotten chat, answered duplicate) is not kept.
+    kept = {m["session_id"] for m in messages}
+    _drop_sessions(conn, [s.id for key, s in sessions.items()
+                          if locked[key].created_at == now and s.id not in kept and not s.is_paused])
     _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
@@ -332,6 +337,19 @@ def _away_notice(item: Inbound, session: SessionState, now: datetime, text: str)
     day = now.astimezone(item.tenant.zone).date().isoformat()
     return jobs.Notice(JobKind.AWAY, item.tenant.id, session.id, session.chat_id, f"away:{day}:{session.chat_id}",
                        item.event.message_id, text, due_at=now + timedelta(seconds=item.tenant.debounce))
+
+
+def _drop_sessions(conn: Connection, candidates: list[int]) -> None:
+    """Delete the sessions among ``candidates`` that nothing refers to (no message, job or event)."""
+    if not candidates:
+        return
+    used: set[int] = set()
+    for table in (MESSAGES, JOBS, EVENTS):
+        used |= set(conn.execute(sa.select(table.c.session_id).where(table.c.session_id.in_(candidates))
+                                 .distinct()).scalars())
+    empty = [sid for sid in candidates if sid not in used]
+    if empty:
+        conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.id.in_(empty)))
 
 
 def _write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:

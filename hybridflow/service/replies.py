@@ -22,8 +22,8 @@ from hybridflow import jobs
 from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.events import Author
-from hybridflow.jobs import (FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET, SKIPPED_PAUSED, Job, JobKind,
-                             JobStatus, WriteOp)
+from hybridflow.jobs import (CANCELLED, FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET, SKIPPED_PAUSED, Job,
+                             JobKind, JobStatus, WriteOp)
 from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
 from hybridflow.service.tenants import Tenants, TenantConfig
@@ -137,10 +137,14 @@ class Replies:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
             text = answer.text
             self.metrics.tokens(tenant.instance, answer.tokens)
-        if not await self._record_attempt(job, text, answer):
-            bound.info("reply.skipped_paused", reason="the owner took over while the model was answering")
-            self.metrics.reply(SKIPPED_PAUSED)
-            return SKIPPED_PAUSED
+        outcome = await self._attempt(job, text, answer)
+        if outcome == SKIPPED_PAUSED:
+            bound.info("reply.skipped_paused", reason="the chat was paused while the model was answering")
+        elif outcome == CANCELLED:
+            bound.info("reply.cancelled", reason="the chat was forgotten while the model was answering")
+        if outcome != SENDING:
+            self.metrics.reply(outcome)
+            return outcome
         return await self._send(tenant, job, text, bound)
 
     def _side_task(self, coro: Any) -> None:
@@ -160,15 +164,16 @@ class Replies:
         return (f"the daily token budget is used up ({used} of {tenant.daily_tokens} tokens since "
                 f"{since.astimezone(tenant.zone):%Y-%m-%d %H:%M %Z}); replies start again at local midnight")
 
-    async def _record_attempt(self, job: Job, text: str, answer: Answer | None = None) -> bool:
-        """The last-moment pause check and the record of the attempt, in one transaction. False if paused."""
+    async def _attempt(self, job: Job, text: str, answer: Answer | None = None) -> JobStatus:
+        """The last-moment pause check and the record of the attempt, in one transaction: ``sending`` (go ahead),
+        ``skipped_paused`` or ``cancelled`` (the chat was forgotten)."""
         outcome = await self.submit(functools.partial(
             jobs.record_attempt, job=job, worker_id=self.worker_id, text=text, now=self.clock(),
             send_lease=self.send_lease, generated=answer is not None,
             tokens=answer.tokens if answer is not None else None))
         if outcome == RUNNING:
             raise _LostLease(job.id)
-        return outcome == SENDING
+        return outcome
 
     async def _send(self, tenant: TenantConfig, job: Job, text: str, bound: Any) -> str:
         try:

@@ -14,7 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hybridflow.config import DEFAULT_REPLY_CAP, Settings, format_duration, parse_reply_cap
+from hybridflow.config import (DEFAULT_REPLY_CAP, Settings, format_duration, format_retention, parse_message_retention,
+                               parse_reply_cap, parse_retention)
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
 from hybridflow import jobs, numbers
@@ -63,6 +64,8 @@ class TenantConfig:
     locale: str = DEFAULT_LOCALE  # the language of dates in the away message and the model's clock line
     country: str = numbers.DEFAULT_REGION  # the region of numbers typed without a country code
     daily_tokens: int | None = None  # the model's tokens per local day; None: no budget
+    retain_raw: float | None = None  # seconds raw payloads are kept; None: forever
+    retain_messages: float | None = None  # seconds messages are kept; None: forever
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -132,6 +135,8 @@ class TenantConfig:
             "locale": self.locale,
             "country": self.country,
             "daily_tokens": self.daily_tokens or "no budget",
+            "retain_raw": format_retention(self.retain_raw),
+            "retain_messages": format_retention(self.retain_messages),
             "ignore": sorted(self.ignored),
             "allow": sorted(self.allowed),
             "api_key": "set" if self.has_api_key else "not set",
@@ -169,6 +174,8 @@ class TenantChanges:
     locale: str | None = None  # pt_BR, en, ...
     country: str | None = None  # ISO 3166 code, BR
     daily_tokens: int | None = None  # 0 clears the budget
+    retain_raw: str | None = None  # "30d" or "forever"
+    retain_messages: str | None = None  # "365d" (at least 2d) or "forever"
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -189,8 +196,24 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
     "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
-    "country": None, "daily_tokens": None,
+    "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None,
 }
+
+
+def stored_retention(typed: str, option: str, parse: Any) -> float:
+    """A retention option as the tenants table keeps it: seconds, or 0 for forever (None is "the setting's")."""
+    try:
+        seconds = parse(typed)
+    except ValueError as exc:
+        raise BadRequest(f"invalid {option}: {exc}") from None
+    return 0.0 if seconds is None else seconds
+
+
+def effective_retention(stored: float | None, default: float | None) -> float | None:
+    """A tenant's retention in seconds (None: forever) from its column and the global setting."""
+    if stored is None:
+        return default
+    return None if stored == 0 else stored
 
 
 def _check_auth(*, secret: bool, jwt_key: bool, api_version: str) -> None:
@@ -328,6 +351,8 @@ class Tenants:
             locale=row.locale or DEFAULT_LOCALE,
             country=row.country or numbers.DEFAULT_REGION,
             daily_tokens=row.daily_tokens,
+            retain_raw=effective_retention(row.retain_raw, s.retain_raw),
+            retain_messages=effective_retention(row.retain_messages, s.retain_messages),
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -488,6 +513,11 @@ class Tenants:
                 raise BadRequest(f"invalid --daily-tokens: give a number of tokens, or 0 for no budget; got "
                                  f"{changes.daily_tokens}")
             values["daily_tokens"] = changes.daily_tokens or None
+        if changes.retain_raw is not None:
+            values["retain_raw"] = stored_retention(changes.retain_raw, "--retain-raw", parse_retention)
+        if changes.retain_messages is not None:
+            values["retain_messages"] = stored_retention(changes.retain_messages, "--retain-messages",
+                                                         parse_message_retention)
         if changes.reply_cap is not None:
             try:
                 values["reply_cap_count"], values["reply_cap_window"] = parse_reply_cap(changes.reply_cap)

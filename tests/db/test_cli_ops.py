@@ -618,10 +618,14 @@ def test_removing_a_tenant_can_keep_its_history_for_when_it_comes_back(hf, tmp_p
 # --- sweep --------------------------------------------------------------------------------------------------------
 
 
+NOTHING_SWEPT = {"resumed": [], "retention": {"raw_cleared": 0, "messages_deleted": 0, "jobs_deleted": 0,
+                                              "events_deleted": 0, "tombstones_pruned": 0}}
+
+
 def test_sweep_with_nothing_to_do_is_quiet(hf, tmp_path):
     result = ok(hf("sweep"))
     assert (result.stdout, result.stderr) == ("", "")
-    assert as_json(hf("sweep", "--json")) == {"resumed": []}
+    assert as_json(hf("sweep", "--json")) == NOTHING_SWEPT
 
     add_tenant(hf)
     ok(replay(hf, tmp_path, upsert("Olá"), owner("Oi!"), name="p.jsonl"))  # paused for 2 h: not due yet
@@ -653,7 +657,7 @@ def test_sweep_json_lists_the_resumed_sessions(hf, tmp_path):
     resumed = as_json(hf("sweep", "--json"))["resumed"]
     assert [(v["instance"], v["chat_id"], v["is_paused"], v["push_name"]) for v in resumed] == [
         (INSTANCE, CUSTOMER, False, "Maria")]
-    assert as_json(hf("sweep", "--json")) == {"resumed": []}
+    assert as_json(hf("sweep", "--json")) == NOTHING_SWEPT
 
 
 # --- migrate ------------------------------------------------------------------------------------------------------
@@ -726,7 +730,7 @@ def test_doctor_all_green_with_a_working_evolution_and_ollama(hf, peers):
 
     checks = checklist(result.stdout)
     assert all(passed for passed, _ in checks.values()), checks
-    assert set(checks) == {"config", "secret key", "database", "ollama model llama3.2", "tenant padaria",
+    assert set(checks) == {"config", "secret key", "database", "storage", "ollama model llama3.2", "tenant padaria",
                            "webhook padaria"}
     assert "connected, key accepted" in checks["tenant padaria"][1]
     assert "shared secret" in checks["tenant padaria"][1]
@@ -735,8 +739,8 @@ def test_doctor_all_green_with_a_working_evolution_and_ollama(hf, peers):
 
     report = as_json(hf("doctor", "--json", ollama_host=peers.ollama.url))
     assert report["ok"] is True
-    assert [c["name"] for c in report["checks"]] == ["config", "secret key", "database", "ollama model llama3.2",
-                                                    "tenant padaria", "webhook padaria"]
+    assert [c["name"] for c in report["checks"]] == ["config", "secret key", "database", "storage",
+                                                    "ollama model llama3.2", "tenant padaria", "webhook padaria"]
     assert all(c["ok"] for c in report["checks"])
 
 

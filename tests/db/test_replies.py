@@ -243,7 +243,7 @@ async def test_worker_killed_mid_send_is_reported_unknown_never_resent(
         service: Service, tenant, clock: FakeClock, fake_evolution: FakeEvolution) -> None:
     await _queue_jobs(service, 1)
     [job] = await service.replies.claim(1)
-    assert await service.replies._record_attempt(job, "Abrimos às 8h")  # then the process dies
+    assert await service.replies._attempt(job, "Abrimos às 8h") == "sending"  # then the process dies
     clock.advance(hours=1)
     assert await service.replies.claim(10) == []
     assert len(await service.replies.recover_stale()) == 1
@@ -257,7 +257,7 @@ async def test_echo_seen_after_a_crash_mid_send_settles_as_sent(
         service: Service, tenant, clock: FakeClock, fake_evolution: FakeEvolution) -> None:
     await _queue_jobs(service, 1)
     [job] = await service.replies.claim(1)
-    assert await service.replies._record_attempt(job, "Abrimos às 8h")
+    assert await service.replies._attempt(job, "Abrimos às 8h") == "sending"
     echo = upsert("Abrimos às 8h", chat=job.chat_id, from_me=True, event="send.message")
     assert (await service.ingest(echo, raw(echo))).action == "own_message"
     clock.advance(hours=1)
