@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, JobKind, JobStatus
+from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, TENANTS, JobKind, JobStatus
 from hybridflow.statements import dialect_insert, insert_for, recent_texts
 
 T = TypeVar("T")
@@ -209,6 +209,8 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         return []
     paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
         SESSIONS.c.id.in_({row.session_id for row in rows})))}
+    held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
+    paused |= {row.session_id: True for row in rows if row.tenant_id in held}
     return [Job(**{**row._mapping, "kind": JobKind(row.kind)}, paused=paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
@@ -226,10 +228,13 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
         query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
     mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     spent = {"tokens": tokens, "generated_at": now} if generated else {}
-    if conn.execute(query).scalar():
+    # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
+    chat_paused = conn.execute(query).scalar()
+    if chat_paused or tenants_paused(conn, {job.tenant_id}, now):
+        what = "the chat" if chat_paused else "the whole tenant (bot off all)"
         conn.execute(sa.update(JOBS).where(mine).values(
             status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
-            last_error="the owner took over while the reply was being generated", **spent))
+            last_error=f"{what} was paused while the reply was being generated", **spent))
         return SKIPPED_PAUSED
     claimed = conn.execute(sa.update(JOBS).where(mine).values(
         status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
@@ -326,6 +331,23 @@ def echo_seen(conn: Connection, job_id: int) -> bool:
 
 
 # -- reading --------------------------------------------------------------------------------------------------
+
+
+def tenants_paused(conn: Connection, tenant_ids: Iterable[int], now: datetime) -> set[int]:
+    """Which of these tenants are paused as a whole at ``now`` ("bot off all")."""
+    ids = list(tenant_ids)
+    if not ids:
+        return set()
+    return set(conn.execute(sa.select(TENANTS.c.id).where(
+        TENANTS.c.id.in_(ids), TENANTS.c.paused_at.is_not(None),
+        sa.or_(TENANTS.c.paused_until.is_(None), TENANTS.c.paused_until > now))).scalars())
+
+
+def skip_tenant_queued(conn: Connection, tenant_id: int, now: datetime, reason: str) -> int:
+    """Drop every waiting job of the kinds a pause skips, of a tenant just paused as a whole; returns how many."""
+    return conn.execute(sa.update(JOBS).where(
+        JOBS.c.tenant_id == tenant_id, JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.kind.in_([str(k) for k in PAUSABLE_KINDS]))
+        .values(status=SKIPPED_PAUSED, updated_at=now, last_error=reason)).rowcount
 
 
 def depth(conn: Connection) -> dict[str, int]:

@@ -105,6 +105,9 @@ class Tenant(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it
+    paused_at: datetime | None = _ts()  # the whole tenant paused ("bot off all"): no chat is answered
+    paused_until: datetime | None = _ts()  # None while paused: until resumed
+    paused_by: str | None = None
 
 
 class ChatSession(SQLModel, table=True):
@@ -132,6 +135,7 @@ class ChatSession(SQLModel, table=True):
     last_message_at: datetime | None = _ts()
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
+    pauses: str | None = Field(default=None, sa_type=sa.Text)  # every reason it is paused for (hybridflow.pauses)
 
 
 class Message(SQLModel, table=True):

@@ -274,6 +274,39 @@ def show(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTAN
         _show(tenant, usage)
 
 
+@app.command("pause")
+def pause(
+    ctx: typer.Context,
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+    length: str | None = typer.Option(None, "--for", metavar="LENGTH",
+                                      help="How long: 30m, 2h, 1d, or 'until 18:00' (the tenant's time zone). "
+                                           "Without it: until `tenants resume`."),
+    as_json: bool = json_option("Print the tenant as JSON."),
+) -> None:
+    """Pause the bot in every chat of a tenant at once (a holiday, a busy afternoon); chats' own pauses stay."""
+    tenant, dropped = run(ctx, lambda s: s.pause_tenant(instance, length=length, actor="cli"))
+    if as_json:
+        print_json(tenant.public() | {"replies_dropped": dropped})
+        return
+    until = f"until {clock(tenant.paused_until)}" if tenant.paused_until else "until `hybridflow tenants resume`"
+    out.print(f"[yellow]paused[/yellow] every chat of [bold]{escape(instance)}[/bold] {escape(until)}"
+              f" ({dropped} waiting replies dropped)")
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+    as_json: bool = json_option("Print the tenant as JSON."),
+) -> None:
+    """Lift a tenant-wide pause; chats paused one by one (by you, a label, a handoff) stay paused."""
+    tenant = run(ctx, lambda s: s.resume_tenant(instance, actor="cli"))
+    if as_json:
+        print_json(tenant.public())
+        return
+    out.print(f"[green]✓[/green] [bold]{escape(instance)}[/bold] answers again (chats paused one by one stay paused)")
+
+
 @app.command("remove")
 def remove(
     ctx: typer.Context,

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 from hybridflow import events as ev
-from hybridflow import jobs
+from hybridflow import jobs, pauses
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
@@ -61,7 +61,7 @@ class Service:
         self.clock = clock
         self.secrets = SecretBox(settings.secret_key)
         self.tenants = Tenants(store, settings, self.secrets)
-        self.sessions = Sessions(store)
+        self.sessions = Sessions(store, clock)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = Metrics()
         self.writer: BatchWriter[Inbound | jobs.WriteOp[Any], Any] = BatchWriter(
@@ -242,6 +242,24 @@ class Service:
     async def update_tenant(self, instance: str, changes: TenantChanges) -> TenantConfig:
         tenant = await self.tenants.update(instance, changes, self.clock())
         log.info("tenant.updated", tenant=instance)
+        return tenant
+
+    async def pause_tenant(self, instance: str, *, length: str | None = None, actor: str = "operator"
+                           ) -> tuple[TenantConfig, int]:
+        """Pause every chat of a tenant at once, for ``length`` (``2h``, ``until 18:00`` in the tenant's zone) or
+        until resumed; returns the tenant and the waiting replies dropped."""
+        now = self.clock()
+        tenant = await self.tenant(instance)
+        until = pauses.end_of(length, now, tenant.zone)
+        tenant, dropped = await self.tenants.pause(instance, now, until=until, actor=actor)
+        log.info("tenant.paused", tenant=instance, actor=actor, until=until.isoformat() if until else None,
+                 replies_dropped=dropped)
+        return tenant, dropped
+
+    async def resume_tenant(self, instance: str, *, actor: str = "operator") -> TenantConfig:
+        """Lift a tenant-wide pause; chats paused one by one stay paused."""
+        tenant = await self.tenants.resume(instance, self.clock(), actor=actor)
+        log.info("tenant.resumed", tenant=instance, actor=actor)
         return tenant
 
     async def remove_tenant(self, instance: str, *, history: str | None = None) -> dict[str, int]:

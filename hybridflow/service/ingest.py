@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -21,9 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
-from hybridflow import jobs
+from hybridflow import jobs, pauses
 from hybridflow.events import Author
 from hybridflow.models import EVENTS, MESSAGES, SESSIONS, JobKind
+from hybridflow.pauses import Pause
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import dialect_insert, lock_sessions, stored_directions
 from hybridflow.validation import storable_text
@@ -59,6 +60,8 @@ CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BO
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
 RATE_LIMITED = Reason.RATE_LIMITED
+
+TENANT_PAUSED = "tenant_paused"  # why a customer is not answered while the whole tenant is paused
 
 # Why a message is only stored.
 IGNORED_CONTACT, NOT_ALLOWED, OWN_CHAT = "ignored_contact", "not_allowed", "own_chat"
@@ -102,7 +105,8 @@ class IngestResult:
 
 @dataclass(slots=True)
 class SessionState:
-    """A session row being decided on; ``dirty`` when it must be written back."""
+    """A session row being decided on, with its pauses (``hybridflow.pauses``); ``dirty`` when it must be written
+    back. The summary columns always describe ``held``."""
 
     id: int
     tenant_id: int
@@ -115,8 +119,14 @@ class SessionState:
     last_human_at: datetime | None
     last_message_at: datetime | None
     push_name: str | None
+    held: list[Pause] = field(default_factory=list)
     dirty: bool = False
     changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.is_paused and not self.held:  # a summary without its pauses: the one pause it describes
+            self.held = [Pause(self.pause_reason or OPERATOR, self.paused_by or "unknown",
+                               self.paused_at or self.last_human_at or datetime.now(UTC), self.resumes_at)]
 
     @classmethod
     def from_row(cls, row: Any) -> SessionState:
@@ -124,26 +134,41 @@ class SessionState:
             id=row.id, tenant_id=row.tenant_id, chat_id=row.chat_id, is_paused=row.is_paused,
             pause_reason=row.pause_reason, paused_by=row.paused_by, paused_at=row.paused_at,
             resumes_at=row.resumes_at, last_human_at=row.last_human_at, last_message_at=row.last_message_at,
-            push_name=row.push_name,
+            push_name=row.push_name, held=pauses.load(row.pauses),
         )
 
-    def pause(self, reason: str, actor: str, now: datetime, resumes_at: datetime | None, message_id: str | None) -> None:
-        """Pause (or extend a pause). Only the transition is recorded as an event."""
-        if self.is_paused and self.resumes_at is None:
-            pass  # paused by an operator until further notice: a human message does not shorten that
-        elif self.is_paused and self.resumes_at is not None and resumes_at is not None:
-            self.resumes_at = max(self.resumes_at, resumes_at)
-        else:
-            self.resumes_at = resumes_at
-        if not self.is_paused:
-            self.is_paused, self.pause_reason, self.paused_by, self.paused_at = True, reason, actor, now
-            self.changes.append(_change("paused", reason, actor, now, message_id, self.resumes_at))
-        self.dirty = True
+    def pause(self, reason: str, actor: str, now: datetime, resumes_at: datetime | None, message_id: str | None,
+              *, key: str = "", extend: bool = True) -> None:
+        """Add a pause for ``reason`` (or extend the one it has: each owner message moves its end). A reason the
+        chat was not paused for is recorded as an event."""
+        new = all((p.reason, p.key) != (reason, key) for p in pauses.holding(self.held, now))
+        self.held = pauses.add(self.held, Pause(reason, actor, now, resumes_at, key), now, extend=extend)
+        self._summarize(now)
+        if new:
+            self.changes.append(_change("paused", reason, actor, now, message_id, resumes_at))
 
     def resume(self, reason: str, actor: str, now: datetime, message_id: str | None = None) -> None:
+        """Lift every pause (an operator's resume, or the last timed pause that ran out)."""
         if self.is_paused:
             self.changes.append(_change("resumed", reason, actor, now, message_id, None))
-        self.is_paused, self.pause_reason, self.paused_by, self.paused_at, self.resumes_at = False, None, None, None, None
+        self.held = []
+        self._summarize(now)
+
+    def lift(self, reason: str, actor: str, now: datetime, *, key: str | None = None,
+             message_id: str | None = None) -> None:
+        """Lift the pauses of one reason only (a label removed); the chat resumes if no other pause holds."""
+        before = self.is_paused
+        self.held = pauses.lift(self.held, now, reason=reason, key=key)
+        self._summarize(now)
+        if before and not self.is_paused:
+            self.changes.append(_change("resumed", reason, actor, now, message_id, None))
+        elif before:
+            self.changes.append(_change("lifted", reason, actor, now, message_id, None))
+
+    def _summarize(self, now: datetime) -> None:
+        state = pauses.summary(self.held, now)
+        self.is_paused, self.pause_reason, self.paused_by = state.is_paused, state.pause_reason, state.paused_by
+        self.paused_at, self.resumes_at = state.paused_at, state.resumes_at
         self.dirty = True
 
 
@@ -189,6 +214,8 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         session.resume(AUTO_RESUME, "webhook", now, event.message_id)
     if session.is_paused:
         return IGNORED_PAUSED, session.pause_reason
+    if tenant.paused_now(now):  # "bot off all": the whole tenant is paused
+        return IGNORED_PAUSED, TENANT_PAUSED
     if event.kind not in (ev.TEXT, ev.MEDIA) or not event.text:
         return STORED, event.kind if event.kind != ev.MEDIA else "media_without_text"
     if not tenant.answers_now(now):  # the moment that counts is when the message is received
@@ -208,12 +235,13 @@ def _statements(dialect: str) -> dict[str, Any]:
         "new_messages": dialect_insert(dialect, MESSAGES).on_conflict_do_nothing(
             index_elements=["tenant_id", "message_id"]),
         "update_sessions": sa.update(SESSIONS).where(SESSIONS.c.id == sa.bindparam("b_id")).values(
-            updated_at=sa.bindparam("b_updated_at"), **{c: sa.bindparam(f"b_{c}") for c in SESSION_COLUMNS}),
+            updated_at=sa.bindparam("b_updated_at"), pauses=sa.bindparam("b_pauses"),
+            **{c: sa.bindparam(f"b_{c}") for c in SESSION_COLUMNS}),
     }
 
 
 SESSION_COLUMNS = ("is_paused", "pause_reason", "paused_by", "paused_at", "resumes_at", "last_human_at",
-                   "last_message_at", "push_name")
+                   "last_message_at", "push_name")  # and "pauses", written from ``SessionState.held``
 
 
 def process_batch(conn: Connection, items: list[Inbound | jobs.WriteOp[Any]], *,
@@ -319,7 +347,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                                     session.is_paused, session.resumes_at))
     if messages:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
-    _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
+    write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
     jobs.settle_echoes(conn, matched_echoes, now)
@@ -334,12 +362,13 @@ def _away_notice(item: Inbound, session: SessionState, now: datetime, text: str)
                        item.event.message_id, text, due_at=now + timedelta(seconds=item.tenant.debounce))
 
 
-def _write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:
+def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:
+    """Write back changed sessions with their pause events; a chat just paused loses its waiting jobs."""
     if not dirty:
         return
     conn.execute(_statements(conn.dialect.name)["update_sessions"],
-                 [{"b_id": s.id, "b_updated_at": now, **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}}
-                  for s in dirty])
+                 [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),
+                   **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}} for s in dirty])
     changes = [{"tenant_id": s.tenant_id, "session_id": s.id, **c} for s in dirty for c in s.changes]
     if changes:
         conn.execute(sa.insert(EVENTS), changes)

@@ -63,6 +63,9 @@ class TenantConfig:
     locale: str = DEFAULT_LOCALE  # the language of dates in the away message and the model's clock line
     country: str = numbers.DEFAULT_REGION  # the region of numbers typed without a country code
     daily_tokens: int | None = None  # the model's tokens per local day; None: no budget
+    paused_at: datetime | None = None  # the whole tenant is paused ("bot off all") since then
+    paused_until: datetime | None = None  # None while paused: until resumed
+    paused_by: str | None = None
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -71,6 +74,10 @@ class TenantConfig:
         if self.schedule is None or self.hours_mode == HoursMode.ALWAYS:
             return True
         return should_answer(self.hours_mode, self.schedule.is_open(now))
+
+    def paused_now(self, now: datetime) -> bool:
+        """Whether the whole tenant is paused at ``now``."""
+        return self.paused_at is not None and (self.paused_until is None or self.paused_until > now)
 
     def away_text(self, now: datetime) -> str | None:
         """The away message to send a customer who writes at ``now``, its ``{next_open}`` filled in; None when
@@ -132,6 +139,9 @@ class TenantConfig:
             "locale": self.locale,
             "country": self.country,
             "daily_tokens": self.daily_tokens or "no budget",
+            "paused": ("no" if self.paused_at is None else
+                       f"since {self.paused_at.isoformat()} by {self.paused_by}, "
+                       + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
             "ignore": sorted(self.ignored),
             "allow": sorted(self.allowed),
             "api_key": "set" if self.has_api_key else "not set",
@@ -328,6 +338,9 @@ class Tenants:
             locale=row.locale or DEFAULT_LOCALE,
             country=row.country or numbers.DEFAULT_REGION,
             daily_tokens=row.daily_tokens,
+            paused_at=row.paused_at,
+            paused_until=row.paused_until,
+            paused_by=row.paused_by,
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -550,6 +563,29 @@ class Tenants:
         """Change some fields of an existing tenant."""
         await self.get(instance, cached=False)
         return (await self.add(instance, changes, now, update=True)).tenant
+
+    async def pause(self, instance: str, now: datetime, *, until: datetime | None, actor: str) -> tuple[TenantConfig, int]:
+        """Pause the whole tenant ("bot off all", a holiday, a busy afternoon) until ``until`` or until resumed:
+        no chat is answered and the replies waiting are dropped; the chats' own pauses stay as they are. Returns
+        the tenant and how many waiting replies were dropped."""
+        tenant = await self.get(instance, cached=False)
+        if until is not None and until <= now:
+            raise BadRequest("a pause must end after now (without an end it lasts until resumed)")
+        async with self.store.write() as conn:
+            await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(
+                paused_at=now, paused_until=until, paused_by=actor, updated_at=now))
+            dropped = await conn.run_sync(jobs.skip_tenant_queued, tenant.id, now, "the whole tenant was paused")
+        self._forget(instance)
+        return await self.get(instance, cached=False), dropped
+
+    async def resume(self, instance: str, now: datetime, *, actor: str) -> TenantConfig:
+        """Lift the tenant-wide pause (chats paused one by one stay paused)."""
+        tenant = await self.get(instance, cached=False)
+        async with self.store.write() as conn:
+            await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(
+                paused_at=None, paused_until=None, paused_by=None, updated_at=now))
+        self._forget(instance)
+        return await self.get(instance, cached=False)
 
     async def remove(self, instance: str, now: datetime, *, history: str | None) -> dict[str, int]:
         """Remove a tenant. A tenant with history needs an explicit choice: ``history`` = "keep" or "delete".
