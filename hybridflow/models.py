@@ -108,6 +108,7 @@ class Tenant(SQLModel, table=True):
     paused_at: datetime | None = _ts()  # the whole tenant paused ("bot off all"): no chat is answered
     paused_until: datetime | None = _ts()  # None while paused: until resumed
     paused_by: str | None = None
+    pause_label: str | None = None  # the WhatsApp Business label that pauses a chat while it is on it
 
 
 class ChatSession(SQLModel, table=True):
@@ -242,6 +243,41 @@ class TenantContact(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
 
 
+class TenantLabel(SQLModel, table=True):
+    """A WhatsApp Business label of a tenant, as its last ``labels.edit`` said (the name arrives only there)."""
+
+    __tablename__ = "tenant_labels"
+
+    tenant_id: int = Field(foreign_key="tenants.id", primary_key=True, sa_column_kwargs={"autoincrement": False})
+    label_id: str = Field(primary_key=True)
+    name: str = Field(nullable=False)
+    deleted: bool = False
+    updated_at: datetime = _ts(nullable=False)
+
+
+class ChatLabel(SQLModel, table=True):
+    """A label that is on a chat (``labels.association``), kept whatever the label is, so that naming a label
+    the pause label later pauses the chats that already carry it."""
+
+    __tablename__ = "chat_labels"
+
+    tenant_id: int = Field(foreign_key="tenants.id", primary_key=True, sa_column_kwargs={"autoincrement": False})
+    chat_id: str = Field(primary_key=True)
+    label_id: str = Field(primary_key=True)
+    added_at: datetime = _ts(nullable=False)
+
+
+class ChatAlias(SQLModel, table=True):
+    """A chat's ``@lid`` id, learned from a message that carried both it and the phone number's id: events that
+    name the chat by its LID only (a label put on it) find the phone-keyed chat."""
+
+    __tablename__ = "chat_aliases"
+
+    tenant_id: int = Field(foreign_key="tenants.id", primary_key=True, sa_column_kwargs={"autoincrement": False})
+    lid: str = Field(primary_key=True)
+    chat_id: str = Field(nullable=False)
+
+
 # The tables as Core objects, for the statements of every module.
 TENANTS = Tenant.__table__
 SESSIONS = ChatSession.__table__
@@ -249,3 +285,6 @@ MESSAGES = Message.__table__
 EVENTS = SessionEvent.__table__
 JOBS = ReplyJob.__table__
 CONTACTS = TenantContact.__table__
+LABELS = TenantLabel.__table__
+CHAT_LABELS = ChatLabel.__table__
+ALIASES = ChatAlias.__table__

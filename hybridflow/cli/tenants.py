@@ -93,6 +93,9 @@ LOCALE = typer.Option(None, "--locale", metavar="LOCALE", help="Language of date
                       "model's clock: pt_BR (default), pt_PT, en, en_US.")
 COUNTRY = typer.Option(None, "--country", metavar="CODE", help="Country of numbers typed without +code, e.g. BR "
                        "(default), PT, US.")
+PAUSE_LABEL = typer.Option(None, "--pause-label", metavar="NAME",
+                           help='A WhatsApp Business label, e.g. "Bot off": a chat is paused while it carries it. '
+                                '"" removes it.')
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 
@@ -112,13 +115,13 @@ def _count(value: str | None, name: str) -> int | None:
 def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | None, timezone: str | None,
             closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
             hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
-            daily_tokens: str | None) -> dict[str, object]:
+            daily_tokens: str | None, pause_label: str | None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
     return {"reply_cap": reply_cap, "max_reply_chars": _count(max_reply_chars, "--max-reply-chars"), "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
             "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode,
             "away_message": away_message, "locale": locale, "country": country,
-            "daily_tokens": _count(daily_tokens, "--daily-tokens")}
+            "daily_tokens": _count(daily_tokens, "--daily-tokens"), "pause_label": pause_label}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
@@ -126,7 +129,7 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
           "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
           "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
-          "daily_tokens": "daily-tokens"}
+          "daily_tokens": "daily-tokens", "pause_label": "pause-label"}
 
 
 def shown_settings(tenant: TenantConfig, usage: dict | None = None) -> dict[str, str]:
@@ -178,7 +181,7 @@ def add(
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
-    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
+    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -187,7 +190,7 @@ def add(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens))
+                                                     country, daily_tokens, pause_label))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -213,7 +216,7 @@ def update(
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
-    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
+    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
@@ -221,7 +224,7 @@ def update(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens))
+                                                     country, daily_tokens, pause_label))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())
@@ -272,6 +275,31 @@ def show(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTAN
         print_json(tenant.public() | {"tokens_today": usage})
     else:
         _show(tenant, usage)
+
+
+@app.command("labels")
+def labels_(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+            as_json: bool = json_option()) -> None:
+    """The tenant's WhatsApp Business labels as Evolution reported them, and which one pauses the bot."""
+    tenant, found = run(ctx, lambda s: s.labels(instance), readonly=True)
+    from hybridflow.labels import same_name
+
+    rows = [{"id": r.label_id, "name": r.name, "deleted": r.deleted, "chats": r.chats,
+             "pauses": not r.deleted and same_name(r.name, tenant.pause_label)} for r in found]
+    if as_json:
+        print_json({"pause_label": tenant.pause_label, "labels": rows})
+        return
+    if not rows:
+        out.print(f"No labels known yet for {escape(instance)}: they arrive with Evolution's LABELS_EDIT webhook "
+                  "when one is created or renamed on the phone.")
+        return
+    table = Table()
+    for header in ("id", "name", "chats", "pauses the bot"):
+        table.add_column(header)
+    for r in rows:
+        table.add_row(escape(r["id"]), escape(r["name"]) + (" (deleted)" if r["deleted"] else ""), str(r["chats"]),
+                      yes_no(r["pauses"]))
+    print_table(table)
 
 
 @app.command("pause")

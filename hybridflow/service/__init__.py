@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 from hybridflow import events as ev
-from hybridflow import jobs, pauses
+from hybridflow import jobs, labels, pauses
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
@@ -28,6 +28,8 @@ from hybridflow.llm import LLMClient
 from hybridflow.logs import Throttle
 from hybridflow.metrics import Metrics
 from hybridflow.models import SESSIONS
+from hybridflow.labels import LABEL_EVENTS
+from hybridflow.service import label_pauses as label_service
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
 from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
 from hybridflow.service.replies import Replies, compose
@@ -126,6 +128,8 @@ class Service:
         except Unavailable:
             self._unreadable_secrets(tenant)
             raise
+        if webhook.event.event in LABEL_EVENTS:
+            return await self._label(tenant, webhook)
         if webhook.is_ignored:
             return self._ignored(tenant, webhook)
         item = Inbound(tenant, webhook.event, webhook.stored_raw())
@@ -217,6 +221,17 @@ class Service:
         return (await compose(self.llm, await self.tenant(instance), history[-self.settings.history_limit:],
                               self.clock())).text
 
+    async def _label(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
+        """A label created, renamed or deleted on the phone, or put on or taken off a chat."""
+        change = labels.parse(webhook.event.event, webhook.body.get("data"))
+        if change is None:
+            result = IngestResult(IGNORED_EVENT, tenant.instance, reason="not a label change HybridFlow can read")
+        else:
+            result = await self.writer.submit(functools.partial(label_service.apply, tenant=tenant, change=change,
+                                                                now=self.clock()))
+        self._log(tenant, webhook.event, result)
+        return result
+
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event
         result = IngestResult(IGNORED_EVENT, tenant.instance, *webhook.ids, webhook.ignored_because)
@@ -237,12 +252,28 @@ class Service:
         """Add (or with ``update``, change) a tenant; says whether it is new and what kept history came back."""
         saved = await self.tenants.add(instance, changes, self.clock(), update=update)
         log.info("tenant.saved", tenant=instance, created=saved.created, restored=saved.restored)
+        await self._resync_labels(saved.tenant, changes)
         return saved
 
     async def update_tenant(self, instance: str, changes: TenantChanges) -> TenantConfig:
         tenant = await self.tenants.update(instance, changes, self.clock())
         log.info("tenant.updated", tenant=instance)
+        await self._resync_labels(tenant, changes)
         return tenant
+
+    async def _resync_labels(self, tenant: TenantConfig, changes: TenantChanges) -> None:
+        """A new pause label applies to the chats that already carry it (and no longer to the old one's)."""
+        if changes.pause_label is None:
+            return
+        async with self.store.write() as conn:
+            changed = await conn.run_sync(label_service.resync, tenant, self.clock())
+        log.info("tenant.pause_label", tenant=tenant.instance, label=tenant.pause_label, chats_changed=changed)
+
+    async def labels(self, instance: str) -> tuple[TenantConfig, list[Any]]:
+        """A tenant and its WhatsApp Business labels as last reported, with how many chats carry each."""
+        tenant = await self.tenants.get(instance, cached=False)
+        async with self.store.read() as conn:
+            return tenant, await conn.run_sync(label_service.known, tenant.id)
 
     async def pause_tenant(self, instance: str, *, length: str | None = None, actor: str = "operator"
                            ) -> tuple[TenantConfig, int]:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from hybridflow import events as ev
 from hybridflow import jobs, pauses
 from hybridflow.events import Author
-from hybridflow.models import EVENTS, MESSAGES, SESSIONS, JobKind
+from hybridflow.models import ALIASES, EVENTS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import dialect_insert, lock_sessions, stored_directions
@@ -234,6 +234,7 @@ def _statements(dialect: str) -> dict[str, Any]:
     return {
         "new_messages": dialect_insert(dialect, MESSAGES).on_conflict_do_nothing(
             index_elements=["tenant_id", "message_id"]),
+        "new_aliases": dialect_insert(dialect, ALIASES).on_conflict_do_nothing(index_elements=["tenant_id", "lid"]),
         "update_sessions": sa.update(SESSIONS).where(SESSIONS.c.id == sa.bindparam("b_id")).values(
             updated_at=sa.bindparam("b_updated_at"), pauses=sa.bindparam("b_pauses"),
             **{c: sa.bindparam(f"b_{c}") for c in SESSION_COLUMNS}),
@@ -347,11 +348,22 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                                     session.is_paused, session.resumes_at))
     if messages:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
+    _remember_aliases(conn, items)
     write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
+
+
+def _remember_aliases(conn: Connection, items: list[Inbound]) -> None:
+    """Keep the @lid of each chat that a message named by both ids (``remoteJidAlt``), once: label events and
+    commands that give only the LID find the chat by it."""
+    pairs = {(i.tenant.id, i.event.lid_jid): i.event.chat_jid for i in items
+             if i.event.lid_jid and i.event.chat_jid and i.event.chat_jid != i.event.lid_jid}
+    if pairs:
+        conn.execute(_statements(conn.dialect.name)["new_aliases"],
+                     [{"tenant_id": t, "lid": lid, "chat_id": chat} for (t, lid), chat in sorted(pairs.items())])
 
 
 def _away_notice(item: Inbound, session: SessionState, now: datetime, text: str) -> jobs.Notice:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hybridflow import events as ev
 from hybridflow import jobs, pauses
 from hybridflow.errors import AmbiguousChat, BadRequest, UnknownInstance, UnknownSession
-from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.models import ALIASES, EVENTS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.numbers import TypedChat, parse_chat
 from hybridflow.service.ingest import AUTO_RESUME, OPERATOR, SessionState, write_sessions
 from hybridflow.service.tenants import TenantConfig
@@ -188,7 +188,12 @@ LID_SEARCH_LIMIT = 200
 
 
 async def _chats_by_lid(conn: AsyncConnection, tenant_id: int, lid: str) -> tuple[KnownChat, ...]:
-    """The chats whose stored messages name ``lid`` as their LID (the raw body is the only place it is kept)."""
+    """The chat whose messages named ``lid`` as its LID: from the aliases learned since they are kept, else from
+    the stored raw bodies of older messages."""
+    alias = (await conn.execute(sa.select(ALIASES.c.chat_id).where(
+        ALIASES.c.tenant_id == tenant_id, ALIASES.c.lid == lid))).scalar()
+    if alias is not None:
+        return await _chats_with_ids(conn, tenant_id, (alias,))
     rows = await conn.execute(
         sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw)
         .where(MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != lid,
@@ -363,10 +368,10 @@ async def _known_instance(conn: AsyncConnection, instance: str) -> None:
 async def _locked(conn: AsyncConnection, tenant: TenantConfig, chat_id: str, now: datetime) -> SessionState:
     """The chat's session, created if needed and locked for this transaction, as the decisions see it."""
     key = (tenant.id, chat_id)
-    return SessionState.from_row((await conn.run_sync(lock_sessions, {key: _kind_of(chat_id)}, now))[key])
+    return SessionState.from_row((await conn.run_sync(lock_sessions, {key: kind_of(chat_id)}, now))[key])
 
 
-def _kind_of(chat_id: str) -> str:
+def kind_of(chat_id: str) -> str:
     if chat_id.endswith("@g.us"):
         return ev.GROUP
     if chat_id.endswith("@lid"):

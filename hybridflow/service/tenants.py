@@ -66,6 +66,7 @@ class TenantConfig:
     paused_at: datetime | None = None  # the whole tenant is paused ("bot off all") since then
     paused_until: datetime | None = None  # None while paused: until resumed
     paused_by: str | None = None
+    pause_label: str | None = None  # the WhatsApp Business label that pauses a chat while it is on it
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -139,6 +140,7 @@ class TenantConfig:
             "locale": self.locale,
             "country": self.country,
             "daily_tokens": self.daily_tokens or "no budget",
+            "pause_label": self.pause_label or "none",
             "paused": ("no" if self.paused_at is None else
                        f"since {self.paused_at.isoformat()} by {self.paused_by}, "
                        + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
@@ -179,6 +181,7 @@ class TenantChanges:
     locale: str | None = None  # pt_BR, en, ...
     country: str | None = None  # ISO 3166 code, BR
     daily_tokens: int | None = None  # 0 clears the budget
+    pause_label: str | None = None  # "" clears it
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -199,7 +202,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
     "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
-    "country": None, "daily_tokens": None,
+    "country": None, "daily_tokens": None, "pause_label": None,
 }
 
 
@@ -341,6 +344,7 @@ class Tenants:
             paused_at=row.paused_at,
             paused_until=row.paused_until,
             paused_by=row.paused_by,
+            pause_label=row.pause_label,
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -496,6 +500,8 @@ class Tenants:
                 values["country"] = numbers.region_code(changes.country)
             except ValueError as exc:
                 raise BadRequest(f"invalid --country: {exc}") from None
+        if changes.pause_label is not None:
+            values["pause_label"] = " ".join(changes.pause_label.split())[:100] or None
         if changes.daily_tokens is not None:
             if changes.daily_tokens < 0:
                 raise BadRequest(f"invalid --daily-tokens: give a number of tokens, or 0 for no budget; got "
