@@ -56,6 +56,7 @@ class KindRule:
 RULES: dict[JobKind, KindRule] = {
     JobKind.REPLY: KindRule(debounced=True, skipped_when_paused=True),
     JobKind.AWAY: KindRule(debounced=False, skipped_when_paused=True),
+    JobKind.NOTICE: KindRule(debounced=False, skipped_when_paused=False),
 }
 PAUSABLE_KINDS = tuple(kind for kind, rule in RULES.items() if rule.skipped_when_paused)
 # Pausable kinds other than the reply, whose waiting jobs the partial index of waiting replies does not cover.
@@ -151,6 +152,18 @@ def enqueue_notices(conn: Connection, notices: Iterable[Notice], now: datetime) 
         conn.execute(_enqueue_notice(conn.dialect.name), list(rows.values()))
 
 
+def enqueue_notice_to_chat(conn: Connection, *, tenant_id: int, chat_ids: Iterable[str], key: str, message_id: str,
+                           text: str, now: datetime) -> None:
+    """Queue a notice (HybridFlow's answer) to the first of ``chat_ids`` that has a session, once per ``key``."""
+    wanted = [c for c in chat_ids if c]
+    found = dict(conn.execute(sa.select(SESSIONS.c.chat_id, SESSIONS.c.id).where(
+        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id.in_(wanted))).all())
+    chat_id = next((c for c in wanted if c in found), None)
+    if chat_id is not None:
+        enqueue_notices(conn, [Notice(JobKind.NOTICE, tenant_id, found[chat_id], chat_id, key, message_id, text, now)],
+                        now)
+
+
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
     """Drop the waiting jobs of chats that were just paused (the kinds a pause skips)."""
     ids = list(session_ids)
@@ -211,7 +224,8 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         SESSIONS.c.id.in_({row.session_id for row in rows})))}
     held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
     paused |= {row.session_id: True for row in rows if row.tenant_id in held}
-    return [Job(**{**row._mapping, "kind": JobKind(row.kind)}, paused=paused.get(row.session_id, False),
+    return [Job(**{**row._mapping, "kind": JobKind(row.kind)},
+                paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
 
@@ -229,8 +243,9 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     spent = {"tokens": tokens, "generated_at": now} if generated else {}
     # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
-    chat_paused = conn.execute(query).scalar()
-    if chat_paused or tenants_paused(conn, {job.tenant_id}, now):
+    pausable = RULES[job.kind].skipped_when_paused  # an answer to the owner goes out whatever is paused
+    chat_paused = pausable and conn.execute(query).scalar()
+    if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now)):
         what = "the chat" if chat_paused else "the whole tenant (bot off all)"
         conn.execute(sa.update(JOBS).where(mine).values(
             status=SKIPPED_PAUSED, reply_text=text, updated_at=now,

@@ -33,6 +33,7 @@ class JobKind(StrEnum):
 
     REPLY = "reply"  # the model's answer to a customer's turn
     AWAY = "away"  # the tenant's away message, once per chat per local day while the business is closed
+    NOTICE = "notice"  # HybridFlow's answer to the owner (a command's result), sent to the owner's own chat
 
 
 OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStatus.SENDING)
@@ -109,6 +110,9 @@ class Tenant(SQLModel, table=True):
     paused_until: datetime | None = _ts()  # None while paused: until resumed
     paused_by: str | None = None
     pause_label: str | None = None  # the WhatsApp Business label that pauses a chat while it is on it
+    owner_jid: str | None = None  # the instance's own number: its "Message yourself" chat takes commands
+    owner_source: str | None = Field(default=None, max_length=10)  # instance (learned) | operator (--owner-number)
+    command_word: str | None = Field(default=None, max_length=30)  # None: "bot"
 
 
 class ChatSession(SQLModel, table=True):

@@ -96,6 +96,11 @@ COUNTRY = typer.Option(None, "--country", metavar="CODE", help="Country of numbe
 PAUSE_LABEL = typer.Option(None, "--pause-label", metavar="NAME",
                            help='A WhatsApp Business label, e.g. "Bot off": a chat is paused while it carries it. '
                                 '"" removes it.')
+OWNER_NUMBER = typer.Option(None, "--owner-number", metavar="NUMBER",
+                            help="The instance's own WhatsApp number, whose \"Message yourself\" chat takes commands "
+                                 "(learned when the instance connects; \"\" forgets a number set here).")
+COMMAND_WORD = typer.Option(None, "--command-word", metavar="WORD",
+                            help='How commands in "Message yourself" start (default: bot).')
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 
@@ -115,13 +120,15 @@ def _count(value: str | None, name: str) -> int | None:
 def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | None, timezone: str | None,
             closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
             hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
-            daily_tokens: str | None, pause_label: str | None) -> dict[str, object]:
+            daily_tokens: str | None, pause_label: str | None, owner_number: str | None = None,
+            command_word: str | None = None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
     return {"reply_cap": reply_cap, "max_reply_chars": _count(max_reply_chars, "--max-reply-chars"), "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
             "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode,
             "away_message": away_message, "locale": locale, "country": country,
-            "daily_tokens": _count(daily_tokens, "--daily-tokens"), "pause_label": pause_label}
+            "daily_tokens": _count(daily_tokens, "--daily-tokens"), "pause_label": pause_label,
+            "owner_number": owner_number, "command_word": command_word}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
@@ -129,7 +136,8 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
           "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
           "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
-          "daily_tokens": "daily-tokens", "pause_label": "pause-label"}
+          "daily_tokens": "daily-tokens", "pause_label": "pause-label", "owner_number": "owner-number",
+          "command_word": "command-word"}
 
 
 def shown_settings(tenant: TenantConfig, usage: dict | None = None) -> dict[str, str]:
@@ -182,6 +190,7 @@ def add(
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
     country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
+    owner_number: str | None = OWNER_NUMBER, command_word: str | None = COMMAND_WORD,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -190,7 +199,8 @@ def add(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens, pause_label))
+                                                     country, daily_tokens, pause_label, owner_number,
+                                                     command_word))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -217,6 +227,7 @@ def update(
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
     country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
+    owner_number: str | None = OWNER_NUMBER, command_word: str | None = COMMAND_WORD,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
@@ -224,7 +235,8 @@ def update(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens, pause_label))
+                                                     country, daily_tokens, pause_label, owner_number,
+                                                     command_word))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 from hybridflow import events as ev
-from hybridflow import jobs, labels, pauses
+from hybridflow import commands, jobs, labels, pauses
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
@@ -29,9 +29,13 @@ from hybridflow.logs import Throttle
 from hybridflow.metrics import Metrics
 from hybridflow.models import SESSIONS
 from hybridflow.labels import LABEL_EVENTS
+
+CONNECTION_UPDATE = "connection.update"
 from hybridflow.service import label_pauses as label_service
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
-from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
+from hybridflow.service import owner_commands
+from hybridflow.service.ingest import (COMMAND, IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch,
+                                       store_batch)
 from hybridflow.service.replies import Replies, compose
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import SavedTenant, TenantChanges, TenantConfig, Tenants
@@ -128,16 +132,41 @@ class Service:
         except Unavailable:
             self._unreadable_secrets(tenant)
             raise
+        verified = not credentials.trusted and (tenant.has_webhook_secret or tenant.has_jwt_key)
         if webhook.event.event in LABEL_EVENTS:
             return await self._label(tenant, webhook)
+        if webhook.event.event == CONNECTION_UPDATE and verified:
+            await self._learn_owner(tenant, webhook.body.get("data"))
         if webhook.is_ignored:
             return self._ignored(tenant, webhook)
-        item = Inbound(tenant, webhook.event, webhook.stored_raw())
+        item = Inbound(tenant, webhook.event, webhook.stored_raw(), commands=verified)
         result = await self.writer.submit(item)
         self._log(tenant, item.event, result)
+        if result.action == COMMAND:
+            await self._answer_owner(tenant, item.event, result)
         if result.action == REPLY_QUEUED:
             self.reply_wakeup.set()
         return result
+
+    async def _answer_owner(self, tenant: TenantConfig, event: ev.Event, result: IngestResult) -> None:
+        """Carry out the owner's command and queue the answer to their own chat (a ``notice``, sent once: its key is
+        the command's message id, and a retried webhook of the command is a duplicate, carried out no more)."""
+        command = commands.parse(event.text or "", tenant.command_word)
+        answer = await owner_commands.carry_out(self, tenant, command)
+        log.info("owner.command", tenant=tenant.instance, verb=command.verb, everyone=command.everyone,
+                 problem=command.problem)
+        await self.writer.submit(functools.partial(
+            jobs.enqueue_notice_to_chat, tenant_id=tenant.id, chat_ids=[tenant.owner_jid or "", result.chat_id or ""],
+            key=f"answer:{event.message_id}",
+            message_id=event.message_id or "", text=answer, now=self.clock()))
+        self.reply_wakeup.set()
+
+    async def _learn_owner(self, tenant: TenantConfig, data: object) -> None:
+        """``connection.update`` says which number the instance is (``wuid``) when it opens."""
+        wuid = data.get("wuid") if isinstance(data, dict) else None
+        jid = ev.normalize_jid(wuid) if isinstance(wuid, str) else None
+        if jid and jid.endswith("@s.whatsapp.net") and await self.tenants.learn_owner(tenant, jid, self.clock()):
+            log.info("tenant.owner_learned", tenant=tenant.instance, owner=jid)
 
     async def rehearse(self, body: object, raw: str) -> tuple[IngestResult, str | None]:
         """What ``ingest`` would do, and the reply the model would write, with nothing kept (``--dry-run``)."""

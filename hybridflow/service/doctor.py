@@ -309,4 +309,19 @@ async def diagnose(service: Service) -> list[Check]:
         checks.append(check)
         if answered:  # otherwise the same failure would only be repeated
             checks.append(await _webhook(service, tenant))
+        checks.append(commands_check(tenant))
     return checks
+
+
+def commands_check(tenant: TenantConfig) -> Check:
+    """Whether the owner's commands in "Message yourself" are taken, and what is missing if not (a warning)."""
+    name = f"phone commands {tenant.instance}"
+    if not (tenant.has_webhook_secret or tenant.has_jwt_key):
+        return Check(name, True, "off: the tenant has no webhook authentication, so a forged webhook could "
+                                 "command the bot; set --webhook-secret (or --jwt-key) to turn them on", warning=True)
+    if tenant.owner_jid is None:
+        return Check(name, True, "off until the owner's number is known: it is learned when the instance connects "
+                                 "(CONNECTION_UPDATE), or set it with hybridflow tenants update "
+                                 f"{tenant.instance} --owner-number NUMBER", warning=True)
+    return Check(name, True, f"on: write \"{tenant.command_word} help\" in the \"Message yourself\" chat of "
+                             f"{tenant.owner_jid.partition('@')[0]}")

@@ -22,11 +22,12 @@ from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
 from hybridflow import jobs, pauses
+from hybridflow.commands import is_command
 from hybridflow.events import Author
 from hybridflow.models import ALIASES, EVENTS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.statements import dialect_insert, lock_sessions, stored_directions
+from hybridflow.statements import dialect_insert, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
 
@@ -41,6 +42,10 @@ class Action(StrEnum):
     STORED = "stored"
     IGNORED_EVENT = "ignored_event"
     IGNORED_HOURS = "ignored_hours"  # business hours say the bot is silent now
+    COMMAND = "command"  # the owner's command in "Message yourself", carried out and answered there
+    LABEL_PAUSED = "label_paused"  # the pause label was put on a chat (or a label became the pause label)
+    LABEL_RESUMED = "label_resumed"  # the pause label came off a chat (or was renamed or deleted)
+    LABEL_STORED = "label_stored"  # a label change that pauses nothing, kept for later
 
 
 class Reason(StrEnum):
@@ -55,7 +60,7 @@ class Reason(StrEnum):
 
 REPLY_QUEUED, PAUSED, IGNORED_PAUSED = Action.REPLY_QUEUED, Action.PAUSED, Action.IGNORED_PAUSED
 DUPLICATE, OWN_MESSAGE, STORED, IGNORED_EVENT = Action.DUPLICATE, Action.OWN_MESSAGE, Action.STORED, Action.IGNORED_EVENT
-IGNORED_HOURS = Action.IGNORED_HOURS
+IGNORED_HOURS, COMMAND = Action.IGNORED_HOURS, Action.COMMAND
 CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BOT
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
@@ -65,6 +70,7 @@ TENANT_PAUSED = "tenant_paused"  # why a customer is not answered while the whol
 
 # Why a message is only stored.
 IGNORED_CONTACT, NOT_ALLOWED, OWN_CHAT = "ignored_contact", "not_allowed", "own_chat"
+NOTE = "note"  # a note of the owner's in "Message yourself" that is not a command
 
 # An echo of our own reply is recognised by its id, or by chat + text within this window (the echo can arrive
 # before the send call has returned the id).
@@ -78,6 +84,7 @@ class Inbound:
     tenant: TenantConfig
     event: ev.Event
     raw: str
+    commands: bool = False  # it passed the tenant's webhook authentication: the owner's commands are taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +151,7 @@ class SessionState:
         new = all((p.reason, p.key) != (reason, key) for p in pauses.holding(self.held, now))
         self.held = pauses.add(self.held, Pause(reason, actor, now, resumes_at, key), now, extend=extend)
         self._summarize(now)
-        if new:
+        if new or not extend:  # a pause given again by hand is an act of its own, in the history too
             self.changes.append(_change("paused", reason, actor, now, message_id, resumes_at))
 
     def resume(self, reason: str, actor: str, now: datetime, message_id: str | None = None) -> None:
@@ -179,11 +186,12 @@ def _change(change: str, reason: str, actor: str, at: datetime, message_id: str 
 
 
 def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bool, echo: bool,
-           recent_replies: int = 0, reply_waiting: bool = False) -> tuple[str, str | None]:
+           recent_replies: int = 0, reply_waiting: bool = False, owner_chat: bool = False) -> tuple[str, str | None]:
     """The action for one message, applying its effect to ``session``. Returns (action, reason).
 
     ``recent_replies``: model replies the chat got within the tenant's reply-cap window; ``reply_waiting``: a
-    reply is queued for it already (the message joins it, so it starts no new reply).
+    reply is queued for it already (the message joins it, so it starts no new reply); ``owner_chat``: the chat is
+    the owner's own by an @lid learned after the tenant was read.
     """
     event, tenant = item.event, item.tenant
     if echo:
@@ -192,6 +200,10 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         return DUPLICATE, None
     session.last_message_at = now
     session.dirty = True
+    if owner_chat or tenant.owns(event.chat_jid):  # "Message yourself": commands or notes, whatever fromMe says
+        if item.commands and tenant.takes_commands and is_command(event.text, tenant.command_word):
+            return COMMAND, None
+        return STORED, NOTE if event.text else OWN_CHAT
     # Audience rules come first: in an ignored chat not even the owner's messages pause anything.
     if event.chat_jid in tenant.ignored:
         return STORED, IGNORED_CONTACT
@@ -322,6 +334,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items})
     sends = own_sends(conn, items, sessions, now)
     started = _replies_started(conn, items, sessions, now)
+    owner_lids = _owner_lids(conn, items)
     matched_echoes: dict[int, str] = {}
     results, messages, replies, notices = [], [], [], []
     for item in items:
@@ -333,7 +346,8 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         times, waiting = started.get(session.id, ([], False))
         since = now - timedelta(seconds=item.tenant.reply_cap[1])
         action, reason = decide(item, session, now, duplicate=duplicate, echo=echo,
-                                recent_replies=sum(1 for t in times if t >= since), reply_waiting=waiting)
+                                recent_replies=sum(1 for t in times if t >= since), reply_waiting=waiting,
+                                owner_chat=(item.tenant.id, event.chat_jid) in owner_lids)
         if action == REPLY_QUEUED and not waiting:
             started[session.id] = ([*times, now], True)  # later messages of this batch join this reply
         if not duplicate:
@@ -354,6 +368,18 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     jobs.enqueue_notices(conn, notices, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
+
+
+def _owner_lids(conn: Connection, items: list[Inbound]) -> set[tuple[int, str]]:
+    """The batch's @lid chats that are their tenant's owner (an alias learned since the tenant was read)."""
+    asked = {(i.tenant.id, i.event.chat_jid): i.tenant.owner_jid for i in items
+             if i.tenant.owner_jid and i.event.chat_jid and i.event.chat_jid.endswith("@lid")
+             and i.event.chat_jid not in i.tenant.owner_lids}
+    if not asked:
+        return set()
+    rows = conn.execute(sa.select(ALIASES.c.tenant_id, ALIASES.c.lid, ALIASES.c.chat_id).where(
+        pairs_in(ALIASES.c.tenant_id, ALIASES.c.lid, asked)))
+    return {(r.tenant_id, r.lid) for r in rows if asked.get((r.tenant_id, r.lid)) == r.chat_id}
 
 
 def _remember_aliases(conn: Connection, items: list[Inbound]) -> None:

@@ -18,12 +18,12 @@ from sqlalchemy.engine import Connection
 
 from hybridflow import labels, pauses
 from hybridflow.models import ALIASES, CHAT_LABELS, LABELS, SESSIONS
-from hybridflow.service.ingest import IngestResult, SessionState, write_sessions
+from hybridflow.service.ingest import Action, IngestResult, SessionState, write_sessions
 from hybridflow.service.sessions import kind_of
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import insert_for, lock_sessions
 
-LABEL_PAUSED, LABEL_RESUMED, LABEL_STORED = "label_paused", "label_resumed", "label_stored"
+LABEL_PAUSED, LABEL_RESUMED, LABEL_STORED = Action.LABEL_PAUSED, Action.LABEL_RESUMED, Action.LABEL_STORED
 ACTOR = "label"
 
 
