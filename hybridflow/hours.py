@@ -332,6 +332,20 @@ def parse_special(text: str) -> SpecialDay:
     return SpecialDay(day, parse_windows(parts[1:], day.isoformat()))
 
 
+def next_wall_time(text: str, at: datetime, zone: tzinfo) -> datetime:
+    """The first instant after ``at`` when the clock in ``zone`` reads ``text`` (``18:00``, ``18h``): today's, or
+    tomorrow's when today's has passed. ``InvalidHours`` for what is not a time of day."""
+    if not _TIME.fullmatch(text.strip()):
+        raise InvalidHours(f"{text!r} is not a time of day: write HH:MM, e.g. 18:00")
+    minute = _minutes(text.strip(), "until")
+    today = _utc(at).astimezone(zone).date()
+    for day in (today, today + timedelta(days=1)):
+        instant = _instant(day, minute, zone)
+        if instant > _utc(at):
+            return instant
+    return _instant(today + timedelta(days=2), minute, zone)
+
+
 def get_zone(name: str) -> tzinfo:
     """The time zone of an IANA name, ``UTC`` or ``UTC±HH:MM``; ``InvalidHours`` naming an unknown one."""
     offset = _OFFSET_ZONE.fullmatch(name) if isinstance(name, str) else None

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, JobKind, JobStatus
+from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, TENANTS, JobKind, JobStatus
 from hybridflow.statements import add_tombstones, dialect_insert, insert_for, recent_texts
 
 T = TypeVar("T")
@@ -60,6 +60,7 @@ class KindRule:
 RULES: dict[JobKind, KindRule] = {
     JobKind.REPLY: KindRule(debounced=True, skipped_when_paused=True),
     JobKind.AWAY: KindRule(debounced=False, skipped_when_paused=True),
+    JobKind.NOTICE: KindRule(debounced=False, skipped_when_paused=False),
 }
 PAUSABLE_KINDS = tuple(kind for kind, rule in RULES.items() if rule.skipped_when_paused)
 # Pausable kinds other than the reply, whose waiting jobs the partial index of waiting replies does not cover.
@@ -155,6 +156,18 @@ def enqueue_notices(conn: Connection, notices: Iterable[Notice], now: datetime) 
         conn.execute(_enqueue_notice(conn.dialect.name), list(rows.values()))
 
 
+def enqueue_notice_to_chat(conn: Connection, *, tenant_id: int, chat_ids: Iterable[str], key: str, message_id: str,
+                           text: str, now: datetime) -> None:
+    """Queue a notice (HybridFlow's answer) to the first of ``chat_ids`` that has a session, once per ``key``."""
+    wanted = [c for c in chat_ids if c]
+    found = dict(conn.execute(sa.select(SESSIONS.c.chat_id, SESSIONS.c.id).where(
+        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id.in_(wanted))).all())
+    chat_id = next((c for c in wanted if c in found), None)
+    if chat_id is not None:
+        enqueue_notices(conn, [Notice(JobKind.NOTICE, tenant_id, found[chat_id], chat_id, key, message_id, text, now)],
+                        now)
+
+
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
     """Drop the waiting jobs of chats that were just paused (the kinds a pause skips)."""
     ids = list(session_ids)
@@ -213,7 +226,10 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         return []
     paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
         SESSIONS.c.id.in_({row.session_id for row in rows})))}
-    return [Job(**{**row._mapping, "kind": JobKind(row.kind)}, paused=paused.get(row.session_id, False),
+    held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
+    paused |= {row.session_id: True for row in rows if row.tenant_id in held}
+    return [Job(**{**row._mapping, "kind": JobKind(row.kind)},
+                paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
 
@@ -236,10 +252,14 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
         conn.execute(sa.update(JOBS).where(mine).values(status=CANCELLED, updated_at=now,
                                                         last_error="the chat was forgotten"))
         return CANCELLED
-    if session.is_paused:
+    # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
+    pausable = RULES[job.kind].skipped_when_paused  # an answer to the owner goes out whatever is paused
+    chat_paused = pausable and session.is_paused
+    if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now)):
+        what = "the chat" if chat_paused else "the whole tenant (bot off all)"
         conn.execute(sa.update(JOBS).where(mine).values(
             status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
-            last_error="the owner took over while the reply was being generated", **spent))
+            last_error=f"{what} was paused while the reply was being generated", **spent))
         return SKIPPED_PAUSED
     claimed = conn.execute(sa.update(JOBS).where(mine).values(
         status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
@@ -379,6 +399,23 @@ def echo_seen(conn: Connection, job_id: int) -> bool:
 
 
 # -- reading --------------------------------------------------------------------------------------------------
+
+
+def tenants_paused(conn: Connection, tenant_ids: Iterable[int], now: datetime) -> set[int]:
+    """Which of these tenants are paused as a whole at ``now`` ("bot off all")."""
+    ids = list(tenant_ids)
+    if not ids:
+        return set()
+    return set(conn.execute(sa.select(TENANTS.c.id).where(
+        TENANTS.c.id.in_(ids), TENANTS.c.paused_at.is_not(None),
+        sa.or_(TENANTS.c.paused_until.is_(None), TENANTS.c.paused_until > now))).scalars())
+
+
+def skip_tenant_queued(conn: Connection, tenant_id: int, now: datetime, reason: str) -> int:
+    """Drop every waiting job of the kinds a pause skips, of a tenant just paused as a whole; returns how many."""
+    return conn.execute(sa.update(JOBS).where(
+        JOBS.c.tenant_id == tenant_id, JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.kind.in_([str(k) for k in PAUSABLE_KINDS]))
+        .values(status=SKIPPED_PAUSED, updated_at=now, last_error=reason)).rowcount
 
 
 def depth(conn: Connection) -> dict[str, int]:

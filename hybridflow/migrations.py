@@ -135,6 +135,29 @@ _SQLITE_V5 = [
 ]
 
 
+def _v6(timestamp: str) -> list[str]:
+    tenant_fk = "FOREIGN KEY(tenant_id) REFERENCES tenants (id)"
+    return [
+        "ALTER TABLE sessions ADD COLUMN pauses TEXT",
+        f"ALTER TABLE tenants ADD COLUMN paused_at {timestamp}",
+        f"ALTER TABLE tenants ADD COLUMN paused_until {timestamp}",
+        "ALTER TABLE tenants ADD COLUMN paused_by VARCHAR",
+        "ALTER TABLE tenants ADD COLUMN pause_label VARCHAR",
+        "ALTER TABLE tenants ADD COLUMN owner_jid VARCHAR",
+        "ALTER TABLE tenants ADD COLUMN owner_source VARCHAR(10)",
+        "ALTER TABLE tenants ADD COLUMN command_word VARCHAR(30)",
+        f"""CREATE TABLE tenant_labels (
+            tenant_id INTEGER NOT NULL, label_id VARCHAR NOT NULL, name VARCHAR NOT NULL, deleted BOOLEAN NOT NULL,
+            updated_at {timestamp} NOT NULL, PRIMARY KEY (tenant_id, label_id), {tenant_fk})""",
+        f"""CREATE TABLE chat_labels (
+            tenant_id INTEGER NOT NULL, chat_id VARCHAR NOT NULL, label_id VARCHAR NOT NULL,
+            added_at {timestamp} NOT NULL, PRIMARY KEY (tenant_id, chat_id, label_id), {tenant_fk})""",
+        f"""CREATE TABLE chat_aliases (
+            tenant_id INTEGER NOT NULL, lid VARCHAR NOT NULL, chat_id VARCHAR NOT NULL,
+            PRIMARY KEY (tenant_id, lid), {tenant_fk})""",
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "reply jobs get a kind; uniqueness per kind", {
         "sqlite": _SQLITE_V2,
@@ -170,6 +193,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "sqlite": _SQLITE_V5,
         "postgresql": ["ALTER TABLE messages ALTER COLUMN raw DROP NOT NULL",
                        *_v5_indexes_and_tombstones("TIMESTAMP WITH TIME ZONE")],
+    }),
+    Migration(6, "pauses that stack, the tenant-wide pause, labels on the phone, the owner's number and commands", {
+        "sqlite": _v6("DATETIME"),
+        "postgresql": _v6("TIMESTAMP WITH TIME ZONE"),
     }),
 )
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 # The version of the schema these tables describe. A change to them is a step in ``hybridflow.migrations``.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class JobStatus(StrEnum):
@@ -33,6 +33,7 @@ class JobKind(StrEnum):
 
     REPLY = "reply"  # the model's answer to a customer's turn
     AWAY = "away"  # the tenant's away message, once per chat per local day while the business is closed
+    NOTICE = "notice"  # HybridFlow's answer to the owner (a command's result), sent to the owner's own chat
 
 
 OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStatus.SENDING)
@@ -108,6 +109,13 @@ class Tenant(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     removed_at: datetime | None = _ts()  # removed with its history kept; adding the instance again revives it
+    paused_at: datetime | None = _ts()  # the whole tenant paused ("bot off all"): no chat is answered
+    paused_until: datetime | None = _ts()  # None while paused: until resumed
+    paused_by: str | None = None
+    pause_label: str | None = None  # the WhatsApp Business label that pauses a chat while it is on it
+    owner_jid: str | None = None  # the instance's own number: its "Message yourself" chat takes commands
+    owner_source: str | None = Field(default=None, max_length=10)  # instance (learned) | operator (--owner-number)
+    command_word: str | None = Field(default=None, max_length=30)  # None: "bot"
 
 
 class ChatSession(SQLModel, table=True):
@@ -135,6 +143,7 @@ class ChatSession(SQLModel, table=True):
     last_message_at: datetime | None = _ts()
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
+    pauses: str | None = Field(default=None, sa_type=sa.Text)  # every reason it is paused for (hybridflow.pauses)
 
 
 class Message(SQLModel, table=True):
@@ -259,6 +268,41 @@ class TenantContact(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
 
 
+class TenantLabel(SQLModel, table=True):
+    """A WhatsApp Business label of a tenant, as its last ``labels.edit`` said (the name arrives only there)."""
+
+    __tablename__ = "tenant_labels"
+
+    tenant_id: int = Field(foreign_key="tenants.id", primary_key=True, sa_column_kwargs={"autoincrement": False})
+    label_id: str = Field(primary_key=True)
+    name: str = Field(nullable=False)
+    deleted: bool = False
+    updated_at: datetime = _ts(nullable=False)
+
+
+class ChatLabel(SQLModel, table=True):
+    """A label that is on a chat (``labels.association``), kept whatever the label is, so that naming a label
+    the pause label later pauses the chats that already carry it."""
+
+    __tablename__ = "chat_labels"
+
+    tenant_id: int = Field(foreign_key="tenants.id", primary_key=True, sa_column_kwargs={"autoincrement": False})
+    chat_id: str = Field(primary_key=True)
+    label_id: str = Field(primary_key=True)
+    added_at: datetime = _ts(nullable=False)
+
+
+class ChatAlias(SQLModel, table=True):
+    """A chat's ``@lid`` id, learned from a message that carried both it and the phone number's id: events that
+    name the chat by its LID only (a label put on it) find the phone-keyed chat."""
+
+    __tablename__ = "chat_aliases"
+
+    tenant_id: int = Field(foreign_key="tenants.id", primary_key=True, sa_column_kwargs={"autoincrement": False})
+    lid: str = Field(primary_key=True)
+    chat_id: str = Field(nullable=False)
+
+
 # The tables as Core objects, for the statements of every module.
 TENANTS = Tenant.__table__
 SESSIONS = ChatSession.__table__
@@ -267,3 +311,6 @@ EVENTS = SessionEvent.__table__
 JOBS = ReplyJob.__table__
 CONTACTS = TenantContact.__table__
 TOMBSTONES = MessageTombstone.__table__
+LABELS = TenantLabel.__table__
+CHAT_LABELS = ChatLabel.__table__
+ALIASES = ChatAlias.__table__

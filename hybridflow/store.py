@@ -382,7 +382,9 @@ def _version_of_tables(inspector: sa.Inspector) -> int | None:
         return 2
     if "daily_tokens" not in {c["name"] for c in inspector.get_columns("tenants")}:
         return 3
-    return 4 if "message_tombstones" not in tables else 5
+    if "message_tombstones" not in tables:
+        return 4
+    return 5 if "tenant_labels" not in tables else 6
 
 
 def _create_or_migrate(conn: Connection, migrations: Sequence[Migration]) -> int:

@@ -34,7 +34,17 @@ def resumes(view: SessionView, now: datetime | None = None, zone: tzinfo | None 
 def _state(view: SessionView, now: datetime | None = None, zone: tzinfo | None = None) -> str:
     if not view.is_paused:
         return "[green]active[/green]"
-    return f"[yellow]paused[/yellow] ({view.pause_reason}) · {resumes(view, now, zone)}"
+    reasons = ", ".join(dict.fromkeys(p.reason for p in view.pauses)) or view.pause_reason
+    return f"[yellow]paused[/yellow] ({reasons}) · {resumes(view, now, zone)}"
+
+
+def pause_lines(view: SessionView, now: datetime, zone: tzinfo | None = None) -> list[str]:
+    """Each reason the chat is paused for, by whom and until when."""
+    lines = []
+    for p in view.pauses:
+        until = "until lifted" if p.until is None else f"until {when(p.until, now, zone)}"
+        lines.append(f"  {p.reason:16} by {escape(p.actor)} since {clock(p.since, zone, seconds=True)} · {until}")
+    return lines
 
 
 def _resumes_in(view: SessionView, now: datetime) -> str:
@@ -120,6 +130,8 @@ def detail_lines(d: SessionDetail, now: datetime, zone: tzinfo | None = None) ->
              f"state: {_state(v, now, zone)}",
              f"last human message: {when(v.last_human_at, now, zone)} · "
              f"last message: {when(v.last_message_at, now, zone)}"]
+    if v.pauses:
+        lines += ["\n[bold]paused for[/bold]", *pause_lines(v, now, zone)]
     if d.events:
         lines.append("\n[bold]pause / resume history[/bold]")
         for e in d.events:
@@ -235,7 +247,8 @@ def forget(
     waited = f" (after waiting {forgotten.waited:.1f} s for a reply being sent)" if forgotten.waited >= 0.5 else ""
     out.print(f"[green]✓[/green] forgot {escape(forgotten.instance)} · {escape(forgotten.chat_id)}{waited}: "
               f"{_count(forgotten.messages, 'message')}, {_count(forgotten.replies, 'reply', 'replies')}, "
-              f"{_count(forgotten.events, 'pause/resume event')} and the session erased")
+              f"{_count(forgotten.events, 'pause/resume event')}"
+              f"{', ' + _count(forgotten.labels, 'label') if forgotten.labels else ''} and the session erased")
     out.print("its message ids stay 7 days as tombstones (ids only, no content), so Evolution's retries are "
               "answered duplicate; the next message starts a new chat")
     out.print("not erased, outside HybridFlow's database:")

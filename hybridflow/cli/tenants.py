@@ -93,6 +93,14 @@ LOCALE = typer.Option(None, "--locale", metavar="LOCALE", help="Language of date
                       "model's clock: pt_BR (default), pt_PT, en, en_US.")
 COUNTRY = typer.Option(None, "--country", metavar="CODE", help="Country of numbers typed without +code, e.g. BR "
                        "(default), PT, US.")
+PAUSE_LABEL = typer.Option(None, "--pause-label", metavar="NAME",
+                           help='A WhatsApp Business label, e.g. "Bot off": a chat is paused while it carries it. '
+                                '"" removes it.')
+OWNER_NUMBER = typer.Option(None, "--owner-number", metavar="NUMBER",
+                            help="The instance's own WhatsApp number, whose \"Message yourself\" chat takes commands "
+                                 "(learned when the instance connects; \"\" forgets a number set here).")
+COMMAND_WORD = typer.Option(None, "--command-word", metavar="WORD",
+                            help='How commands in "Message yourself" start (default: bot).')
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 RETAIN_RAW = typer.Option(None, "--retain-raw", metavar="DURATION", help="Clear raw webhook bodies older than "
@@ -117,14 +125,16 @@ def _count(value: str | None, name: str) -> int | None:
 def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | None, timezone: str | None,
             closed: list[str] | None, special: list[str] | None, no_closed: bool | None, no_special: bool | None,
             hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
-            daily_tokens: str | None, retain_raw: str | None = None,
+            daily_tokens: str | None, pause_label: str | None = None, owner_number: str | None = None,
+            command_word: str | None = None, retain_raw: str | None = None,
             retain_messages: str | None = None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
     return {"reply_cap": reply_cap, "max_reply_chars": _count(max_reply_chars, "--max-reply-chars"), "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
             "clear_closed": no_closed, "clear_special": no_special, "hours_mode": hours_mode,
             "away_message": away_message, "locale": locale, "country": country,
-            "daily_tokens": _count(daily_tokens, "--daily-tokens"), "retain_raw": retain_raw,
+            "daily_tokens": _count(daily_tokens, "--daily-tokens"), "pause_label": pause_label,
+            "owner_number": owner_number, "command_word": command_word, "retain_raw": retain_raw,
             "retain_messages": retain_messages}
 
 
@@ -133,7 +143,8 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
           "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
           "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
-          "daily_tokens": "daily-tokens", "retain_raw": "retain-raw", "retain_messages": "retain-messages"}
+          "daily_tokens": "daily-tokens", "pause_label": "pause-label", "owner_number": "owner-number",
+          "command_word": "command-word", "retain_raw": "retain-raw", "retain_messages": "retain-messages"}
 
 
 def shown_settings(tenant: TenantConfig, usage: dict | None = None, stored: dict | None = None) -> dict[str, str]:
@@ -188,7 +199,8 @@ def add(
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
-    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
+    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
+    owner_number: str | None = OWNER_NUMBER, command_word: str | None = COMMAND_WORD,
     retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
@@ -198,7 +210,8 @@ def add(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens, retain_raw, retain_messages))
+                                                     country, daily_tokens, pause_label, owner_number,
+                                                     command_word, retain_raw, retain_messages))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -224,7 +237,8 @@ def update(
     hours: str | None = HOURS, timezone: str | None = TIMEZONE, closed: list[str] | None = CLOSED,
     special: list[str] | None = SPECIAL, no_closed: bool | None = NO_CLOSED, no_special: bool | None = NO_SPECIAL,
     hours_mode: str | None = HOURS_MODE, away_message: str | None = AWAY, locale: str | None = LOCALE,
-    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS,
+    country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
+    owner_number: str | None = OWNER_NUMBER, command_word: str | None = COMMAND_WORD,
     retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -233,7 +247,8 @@ def update(
                        jwt_key, api_version, allow_groups, typing_, mark_read)
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
-                                                     country, daily_tokens, retain_raw, retain_messages))
+                                                     country, daily_tokens, pause_label, owner_number,
+                                                     command_word, retain_raw, retain_messages))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())
@@ -290,6 +305,64 @@ def show(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTAN
 async def _report(service: Service, instance: str) -> tuple[TenantConfig, dict, dict]:
     tenant, usage = await service.tenant_report(instance)
     return tenant, usage, await service.stored_messages(tenant.id)
+
+
+@app.command("labels")
+def labels_(ctx: typer.Context, instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+            as_json: bool = json_option()) -> None:
+    """The tenant's WhatsApp Business labels as Evolution reported them, and which one pauses the bot."""
+    tenant, found = run(ctx, lambda s: s.labels(instance), readonly=True)
+    from hybridflow.labels import same_name
+
+    rows = [{"id": r.label_id, "name": r.name, "deleted": r.deleted, "chats": r.chats,
+             "pauses": not r.deleted and same_name(r.name, tenant.pause_label)} for r in found]
+    if as_json:
+        print_json({"pause_label": tenant.pause_label, "labels": rows})
+        return
+    if not rows:
+        out.print(f"No labels known yet for {escape(instance)}: they arrive with Evolution's LABELS_EDIT webhook "
+                  "when one is created or renamed on the phone.")
+        return
+    table = Table()
+    for header in ("id", "name", "chats", "pauses the bot"):
+        table.add_column(header)
+    for r in rows:
+        table.add_row(escape(r["id"]), escape(r["name"]) + (" (deleted)" if r["deleted"] else ""), str(r["chats"]),
+                      yes_no(r["pauses"]))
+    print_table(table)
+
+
+@app.command("pause")
+def pause(
+    ctx: typer.Context,
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+    length: str | None = typer.Option(None, "--for", metavar="LENGTH",
+                                      help="How long: 30m, 2h, 1d, or 'until 18:00' (the tenant's time zone). "
+                                           "Without it: until `tenants resume`."),
+    as_json: bool = json_option("Print the tenant as JSON."),
+) -> None:
+    """Pause the bot in every chat of a tenant at once (a holiday, a busy afternoon); chats' own pauses stay."""
+    tenant, dropped = run(ctx, lambda s: s.pause_tenant(instance, length=length, actor="cli"))
+    if as_json:
+        print_json(tenant.public() | {"replies_dropped": dropped})
+        return
+    until = f"until {clock(tenant.paused_until)}" if tenant.paused_until else "until `hybridflow tenants resume`"
+    out.print(f"[yellow]paused[/yellow] every chat of [bold]{escape(instance)}[/bold] {escape(until)}"
+              f" ({dropped} waiting replies dropped)")
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    instance: str = typer.Argument(..., metavar="INSTANCE", help="The Evolution instance name."),
+    as_json: bool = json_option("Print the tenant as JSON."),
+) -> None:
+    """Lift a tenant-wide pause; chats paused one by one (by you, a label, a handoff) stay paused."""
+    tenant = run(ctx, lambda s: s.resume_tenant(instance, actor="cli"))
+    if as_json:
+        print_json(tenant.public())
+        return
+    out.print(f"[green]✓[/green] [bold]{escape(instance)}[/bold] answers again (chats paused one by one stay paused)")
 
 
 @app.command("remove")

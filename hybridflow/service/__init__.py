@@ -21,17 +21,21 @@ import sqlalchemy as sa
 import structlog
 
 from hybridflow import events as ev
-from hybridflow import jobs
+from hybridflow import commands, jobs, labels, pauses
 from hybridflow.config import Settings
 from hybridflow.crypto import SecretBox, keyed_reference
 from hybridflow.errors import BadRequest, HybridFlowError, UnknownInstance, Unavailable
 from hybridflow.evolution import EvolutionClient
 from hybridflow.llm import LLMClient
 from hybridflow.logs import Throttle
+from hybridflow.labels import LABEL_EVENTS
 from hybridflow.metrics import Metrics
 from hybridflow.models import MESSAGES, SESSIONS
+from hybridflow.service import label_pauses as label_service
+from hybridflow.service import owner_commands
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
-from hybridflow.service.ingest import IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch, store_batch
+from hybridflow.service.ingest import (COMMAND, IGNORED_EVENT, REPLY_QUEUED, Inbound, IngestResult, process_batch,
+                                       store_batch)
 from hybridflow.service.replies import Replies, compose
 from hybridflow.service.retention import Forgotten, Retention, RetentionReport
 from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
@@ -43,6 +47,7 @@ from hybridflow.validation import Webhook, validate
 
 log = structlog.get_logger("hybridflow.service")
 Clock = Callable[[], datetime]
+CONNECTION_UPDATE = "connection.update"  # its data.wuid says which number the instance is
 # A new key cannot decrypt what an old one stored: generating one is the wrong fix for a serve that cannot read.
 SAME_KEY = ("restart `serve` with the same HYBRIDFLOW_SECRET_KEY that `tenants add` used "
             "(a newly generated key cannot decrypt the stored secrets)")
@@ -64,7 +69,7 @@ class Service:
         self.clock = clock
         self.secrets = SecretBox(settings.secret_key)
         self.tenants = Tenants(store, settings, self.secrets)
-        self.sessions = Sessions(store)
+        self.sessions = Sessions(store, clock)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = Metrics()
         self.writer: BatchWriter[Inbound | jobs.WriteOp[Any], Any] = BatchWriter(
@@ -130,14 +135,41 @@ class Service:
         except Unavailable:
             self._unreadable_secrets(tenant)
             raise
+        verified = not credentials.trusted and (tenant.has_webhook_secret or tenant.has_jwt_key)
+        if webhook.event.event in LABEL_EVENTS:
+            return await self._label(tenant, webhook)
+        if webhook.event.event == CONNECTION_UPDATE and verified:
+            await self._learn_owner(tenant, webhook.body.get("data"))
         if webhook.is_ignored:
             return self._ignored(tenant, webhook)
-        item = Inbound(tenant, webhook.event, webhook.stored_raw())
+        item = Inbound(tenant, webhook.event, webhook.stored_raw(), commands=verified)
         result = await self.writer.submit(item)
         self._log(tenant, item.event, result)
+        if result.action == COMMAND:
+            await self._answer_owner(tenant, item.event, result)
         if result.action == REPLY_QUEUED:
             self.reply_wakeup.set()
         return result
+
+    async def _answer_owner(self, tenant: TenantConfig, event: ev.Event, result: IngestResult) -> None:
+        """Carry out the owner's command and queue the answer to their own chat (a ``notice``, sent once: its key is
+        the command's message id, and a retried webhook of the command is a duplicate, carried out no more)."""
+        command = commands.parse(event.text or "", tenant.command_word)
+        answer = await owner_commands.carry_out(self, tenant, command)
+        log.info("owner.command", tenant=tenant.instance, verb=command.verb, everyone=command.everyone,
+                 problem=command.problem)
+        await self.writer.submit(functools.partial(
+            jobs.enqueue_notice_to_chat, tenant_id=tenant.id, chat_ids=[tenant.owner_jid or "", result.chat_id or ""],
+            key=f"answer:{event.message_id}",
+            message_id=event.message_id or "", text=answer, now=self.clock()))
+        self.reply_wakeup.set()
+
+    async def _learn_owner(self, tenant: TenantConfig, data: object) -> None:
+        """``connection.update`` says which number the instance is (``wuid``) when it opens."""
+        wuid = data.get("wuid") if isinstance(data, dict) else None
+        jid = ev.normalize_jid(wuid) if isinstance(wuid, str) else None
+        if jid and jid.endswith("@s.whatsapp.net") and await self.tenants.learn_owner(tenant, jid, self.clock()):
+            log.info("tenant.owner_learned", tenant=tenant.instance, owner=jid)
 
     async def rehearse(self, body: object, raw: str) -> tuple[IngestResult, str | None]:
         """What ``ingest`` would do, and the reply the model would write, with nothing kept (``--dry-run``)."""
@@ -221,6 +253,17 @@ class Service:
         return (await compose(self.llm, await self.tenant(instance), history[-self.settings.history_limit:],
                               self.clock())).text
 
+    async def _label(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
+        """A label created, renamed or deleted on the phone, or put on or taken off a chat."""
+        change = labels.parse(webhook.event.event, webhook.body.get("data"))
+        if change is None:
+            result = IngestResult(IGNORED_EVENT, tenant.instance, reason="not a label change HybridFlow can read")
+        else:
+            result = await self.writer.submit(functools.partial(label_service.apply, tenant=tenant, change=change,
+                                                                now=self.clock()))
+        self._log(tenant, webhook.event, result)
+        return result
+
     def _ignored(self, tenant: TenantConfig, webhook: Webhook) -> IngestResult:
         event = webhook.event
         result = IngestResult(IGNORED_EVENT, tenant.instance, *webhook.ids, webhook.ignored_because)
@@ -241,11 +284,45 @@ class Service:
         """Add (or with ``update``, change) a tenant; says whether it is new and what kept history came back."""
         saved = await self.tenants.add(instance, changes, self.clock(), update=update)
         log.info("tenant.saved", tenant=instance, created=saved.created, restored=saved.restored)
+        await self._resync_labels(saved.tenant, changes)
         return saved
 
     async def update_tenant(self, instance: str, changes: TenantChanges) -> TenantConfig:
         tenant = await self.tenants.update(instance, changes, self.clock())
         log.info("tenant.updated", tenant=instance)
+        await self._resync_labels(tenant, changes)
+        return tenant
+
+    async def _resync_labels(self, tenant: TenantConfig, changes: TenantChanges) -> None:
+        """A new pause label applies to the chats that already carry it (and no longer to the old one's)."""
+        if changes.pause_label is None:
+            return
+        async with self.store.write() as conn:
+            changed = await conn.run_sync(label_service.resync, tenant, self.clock())
+        log.info("tenant.pause_label", tenant=tenant.instance, label=tenant.pause_label, chats_changed=changed)
+
+    async def labels(self, instance: str) -> tuple[TenantConfig, list[Any]]:
+        """A tenant and its WhatsApp Business labels as last reported, with how many chats carry each."""
+        tenant = await self.tenants.get(instance, cached=False)
+        async with self.store.read() as conn:
+            return tenant, await conn.run_sync(label_service.known, tenant.id)
+
+    async def pause_tenant(self, instance: str, *, length: str | None = None, actor: str = "operator"
+                           ) -> tuple[TenantConfig, int]:
+        """Pause every chat of a tenant at once, for ``length`` (``2h``, ``until 18:00`` in the tenant's zone) or
+        until resumed; returns the tenant and the waiting replies dropped."""
+        now = self.clock()
+        tenant = await self.tenant(instance)
+        until = pauses.end_of(length, now, tenant.zone)
+        tenant, dropped = await self.tenants.pause(instance, now, until=until, actor=actor)
+        log.info("tenant.paused", tenant=instance, actor=actor, until=until.isoformat() if until else None,
+                 replies_dropped=dropped)
+        return tenant, dropped
+
+    async def resume_tenant(self, instance: str, *, actor: str = "operator") -> TenantConfig:
+        """Lift a tenant-wide pause; chats paused one by one stay paused."""
+        tenant = await self.tenants.resume(instance, self.clock(), actor=actor)
+        log.info("tenant.resumed", tenant=instance, actor=actor)
         return tenant
 
     async def remove_tenant(self, instance: str, *, history: str | None = None) -> dict[str, int]:

@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from hybridflow.service.tenants import TenantConfig
 
 WEBHOOK_PATH = "/webhooks/evolution"
-# The events HybridFlow acts on; LABELS_EDIT and LABELS_ASSOCIATION join them once labels are read.
+# The events HybridFlow acts on; a tenant with a pause label also needs its labels' events.
 NEEDED_EVENTS = ("MESSAGES_UPSERT", "SEND_MESSAGE")
+LABEL_EVENTS = ("LABELS_EDIT", "LABELS_ASSOCIATION")
+
+
+def needed_events(tenant: TenantConfig) -> tuple[str, ...]:
+    """The webhook events this tenant's settings need."""
+    return NEEDED_EVENTS + LABEL_EVENTS if tenant.pause_label else NEEDED_EVENTS
 # /webhooks/evolution, or /webhooks/evolution/<suffix> (routed to the same handler), behind any proxy prefix.
 _WEBHOOK_PATH = re.compile(r"/webhooks/evolution(/[^/].*)?$")
 
@@ -184,14 +190,15 @@ def set_webhook_command(tenant: TenantConfig, settings: WebhookSettings | None =
     body: dict[str, Any]
     if tenant.api_version == "v1":
         body = {"enabled": True, "url": url, "webhook_by_events": by_events, "webhook_base64": False,
-                "events": list(NEEDED_EVENTS)}
+                "events": list(needed_events(tenant))}
     else:
         hook: dict[str, Any] = {"enabled": True, "url": url}
         if tenant.has_jwt_key:
             hook["headers"] = {"jwt_key": "<jwt-key>"}
         elif tenant.has_webhook_secret:
             hook["headers"] = {"Authorization": "Bearer <secret>"}
-        body = {"webhook": {**hook, "byEvents": by_events, "base64": False, "events": list(NEEDED_EVENTS)}}
+        body = {"webhook": {**hook, "byEvents": by_events, "base64": False,
+                            "events": list(needed_events(tenant))}}
     target = f"{tenant.evolution_url.rstrip('/')}/webhook/set/{quote(tenant.instance, safe='')}"
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return (f'curl -X POST "{target}" -H "apikey: $EVOLUTION_API_KEY" -H "Content-Type: application/json" '
@@ -239,7 +246,7 @@ def _webhook_problems(tenant: TenantConfig, settings: WebhookSettings,
         hook.append(f"its URL {shown} does not point at HybridFlow's {WEBHOOK_PATH}")
     if not settings.enabled:
         hook.append("it is disabled")
-    missing = [e for e in NEEDED_EVENTS if e not in settings.events]
+    missing = [e for e in needed_events(tenant) if e not in settings.events]
     if settings.enabled and missing:
         hook.append(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} off")
     if settings.base64:
@@ -272,7 +279,7 @@ def webhook_check(tenant: TenantConfig, settings: WebhookSettings | None, public
         parts = [f"{'; '.join(hook)}: set it again with {command}"] if hook else []
         return Check(name, False, "; ".join([*parts, *tenant_side]))
     mode = " by event" if settings.by_events else ""
-    summary = f"{_printable(settings.url)} gets {', '.join(NEEDED_EVENTS)}{mode}, base64 off"
+    summary = f"{_printable(settings.url)} gets {', '.join(needed_events(tenant))}{mode}, base64 off"
     if tenant.jwt_key:
         return Check(name, True, f"{summary}; auth: jwt_key matches")
     if tenant.webhook_secret:
@@ -327,4 +334,19 @@ async def diagnose(service: Service) -> list[Check]:
         checks.append(check)
         if answered:  # otherwise the same failure would only be repeated
             checks.append(await _webhook(service, tenant))
+        checks.append(commands_check(tenant))
     return checks
+
+
+def commands_check(tenant: TenantConfig) -> Check:
+    """Whether the owner's commands in "Message yourself" are taken, and what is missing if not (a warning)."""
+    name = f"phone commands {tenant.instance}"
+    if not (tenant.has_webhook_secret or tenant.has_jwt_key):
+        return Check(name, True, "off: the tenant has no webhook authentication, so a forged webhook could "
+                                 "command the bot; set --webhook-secret (or --jwt-key) to turn them on", warning=True)
+    if tenant.owner_jid is None:
+        return Check(name, True, "off until the owner's number is known: it is learned when the instance connects "
+                                 "(CONNECTION_UPDATE), or set it with hybridflow tenants update "
+                                 f"{tenant.instance} --owner-number NUMBER", warning=True)
+    return Check(name, True, f"on: write \"{tenant.command_word} help\" in the \"Message yourself\" chat of "
+                             f"{tenant.owner_jid.partition('@')[0]}")

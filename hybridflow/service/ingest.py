@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -21,11 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
-from hybridflow import jobs
+from hybridflow import jobs, pauses
+from hybridflow.commands import is_command
 from hybridflow.events import Author
-from hybridflow.models import EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
+from hybridflow.models import ALIASES, EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
+from hybridflow.pauses import Pause
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.statements import dialect_insert, lock_sessions, stored_directions
+from hybridflow.statements import dialect_insert, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
 
@@ -40,6 +42,10 @@ class Action(StrEnum):
     STORED = "stored"
     IGNORED_EVENT = "ignored_event"
     IGNORED_HOURS = "ignored_hours"  # business hours say the bot is silent now
+    COMMAND = "command"  # the owner's command in "Message yourself", carried out and answered there
+    LABEL_PAUSED = "label_paused"  # the pause label was put on a chat (or a label became the pause label)
+    LABEL_RESUMED = "label_resumed"  # the pause label came off a chat (or was renamed or deleted)
+    LABEL_STORED = "label_stored"  # a label change that pauses nothing, kept for later
 
 
 class Reason(StrEnum):
@@ -54,14 +60,17 @@ class Reason(StrEnum):
 
 REPLY_QUEUED, PAUSED, IGNORED_PAUSED = Action.REPLY_QUEUED, Action.PAUSED, Action.IGNORED_PAUSED
 DUPLICATE, OWN_MESSAGE, STORED, IGNORED_EVENT = Action.DUPLICATE, Action.OWN_MESSAGE, Action.STORED, Action.IGNORED_EVENT
-IGNORED_HOURS = Action.IGNORED_HOURS
+IGNORED_HOURS, COMMAND = Action.IGNORED_HOURS, Action.COMMAND
 CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BOT
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
 RATE_LIMITED = Reason.RATE_LIMITED
 
+TENANT_PAUSED = "tenant_paused"  # why a customer is not answered while the whole tenant is paused
+
 # Why a message is only stored.
 IGNORED_CONTACT, NOT_ALLOWED, OWN_CHAT = "ignored_contact", "not_allowed", "own_chat"
+NOTE = "note"  # a note of the owner's in "Message yourself" that is not a command
 
 # An echo of our own reply is recognised by its id, or by chat + text within this window (the echo can arrive
 # before the send call has returned the id).
@@ -75,6 +84,7 @@ class Inbound:
     tenant: TenantConfig
     event: ev.Event
     raw: str
+    commands: bool = False  # it passed the tenant's webhook authentication: the owner's commands are taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,8 @@ class IngestResult:
 
 @dataclass(slots=True)
 class SessionState:
-    """A session row being decided on; ``dirty`` when it must be written back."""
+    """A session row being decided on, with its pauses (``hybridflow.pauses``); ``dirty`` when it must be written
+    back. The summary columns always describe ``held``."""
 
     id: int
     tenant_id: int
@@ -115,8 +126,14 @@ class SessionState:
     last_human_at: datetime | None
     last_message_at: datetime | None
     push_name: str | None
+    held: list[Pause] = field(default_factory=list)
     dirty: bool = False
     changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.is_paused and not self.held:  # a summary without its pauses: the one pause it describes
+            self.held = [Pause(self.pause_reason or OPERATOR, self.paused_by or "unknown",
+                               self.paused_at or self.last_human_at or datetime.now(UTC), self.resumes_at)]
 
     @classmethod
     def from_row(cls, row: Any) -> SessionState:
@@ -124,26 +141,41 @@ class SessionState:
             id=row.id, tenant_id=row.tenant_id, chat_id=row.chat_id, is_paused=row.is_paused,
             pause_reason=row.pause_reason, paused_by=row.paused_by, paused_at=row.paused_at,
             resumes_at=row.resumes_at, last_human_at=row.last_human_at, last_message_at=row.last_message_at,
-            push_name=row.push_name,
+            push_name=row.push_name, held=pauses.load(row.pauses),
         )
 
-    def pause(self, reason: str, actor: str, now: datetime, resumes_at: datetime | None, message_id: str | None) -> None:
-        """Pause (or extend a pause). Only the transition is recorded as an event."""
-        if self.is_paused and self.resumes_at is None:
-            pass  # paused by an operator until further notice: a human message does not shorten that
-        elif self.is_paused and self.resumes_at is not None and resumes_at is not None:
-            self.resumes_at = max(self.resumes_at, resumes_at)
-        else:
-            self.resumes_at = resumes_at
-        if not self.is_paused:
-            self.is_paused, self.pause_reason, self.paused_by, self.paused_at = True, reason, actor, now
-            self.changes.append(_change("paused", reason, actor, now, message_id, self.resumes_at))
-        self.dirty = True
+    def pause(self, reason: str, actor: str, now: datetime, resumes_at: datetime | None, message_id: str | None,
+              *, key: str = "", extend: bool = True) -> None:
+        """Add a pause for ``reason`` (or extend the one it has: each owner message moves its end). A reason the
+        chat was not paused for is recorded as an event."""
+        new = all((p.reason, p.key) != (reason, key) for p in pauses.holding(self.held, now))
+        self.held = pauses.add(self.held, Pause(reason, actor, now, resumes_at, key), now, extend=extend)
+        self._summarize(now)
+        if new or not extend:  # a pause given again by hand is an act of its own, in the history too
+            self.changes.append(_change("paused", reason, actor, now, message_id, resumes_at))
 
     def resume(self, reason: str, actor: str, now: datetime, message_id: str | None = None) -> None:
+        """Lift every pause (an operator's resume, or the last timed pause that ran out)."""
         if self.is_paused:
             self.changes.append(_change("resumed", reason, actor, now, message_id, None))
-        self.is_paused, self.pause_reason, self.paused_by, self.paused_at, self.resumes_at = False, None, None, None, None
+        self.held = []
+        self._summarize(now)
+
+    def lift(self, reason: str, actor: str, now: datetime, *, key: str | None = None,
+             message_id: str | None = None) -> None:
+        """Lift the pauses of one reason only (a label removed); the chat resumes if no other pause holds."""
+        before = self.is_paused
+        self.held = pauses.lift(self.held, now, reason=reason, key=key)
+        self._summarize(now)
+        if before and not self.is_paused:
+            self.changes.append(_change("resumed", reason, actor, now, message_id, None))
+        elif before:
+            self.changes.append(_change("lifted", reason, actor, now, message_id, None))
+
+    def _summarize(self, now: datetime) -> None:
+        state = pauses.summary(self.held, now)
+        self.is_paused, self.pause_reason, self.paused_by = state.is_paused, state.pause_reason, state.paused_by
+        self.paused_at, self.resumes_at = state.paused_at, state.resumes_at
         self.dirty = True
 
 
@@ -154,11 +186,12 @@ def _change(change: str, reason: str, actor: str, at: datetime, message_id: str 
 
 
 def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bool, echo: bool,
-           recent_replies: int = 0, reply_waiting: bool = False) -> tuple[str, str | None]:
+           recent_replies: int = 0, reply_waiting: bool = False, owner_chat: bool = False) -> tuple[str, str | None]:
     """The action for one message, applying its effect to ``session``. Returns (action, reason).
 
     ``recent_replies``: model replies the chat got within the tenant's reply-cap window; ``reply_waiting``: a
-    reply is queued for it already (the message joins it, so it starts no new reply).
+    reply is queued for it already (the message joins it, so it starts no new reply); ``owner_chat``: the chat is
+    the owner's own by an @lid learned after the tenant was read.
     """
     event, tenant = item.event, item.tenant
     if echo:
@@ -167,6 +200,10 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         return DUPLICATE, None
     session.last_message_at = now
     session.dirty = True
+    if owner_chat or tenant.owns(event.chat_jid):  # "Message yourself": commands or notes, whatever fromMe says
+        if item.commands and tenant.takes_commands and is_command(event.text, tenant.command_word):
+            return COMMAND, None
+        return STORED, NOTE if event.text else OWN_CHAT
     # Audience rules come first: in an ignored chat not even the owner's messages pause anything.
     if event.chat_jid in tenant.ignored:
         return STORED, IGNORED_CONTACT
@@ -189,6 +226,8 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         session.resume(AUTO_RESUME, "webhook", now, event.message_id)
     if session.is_paused:
         return IGNORED_PAUSED, session.pause_reason
+    if tenant.paused_now(now):  # "bot off all": the whole tenant is paused
+        return IGNORED_PAUSED, TENANT_PAUSED
     if event.kind not in (ev.TEXT, ev.MEDIA) or not event.text:
         return STORED, event.kind if event.kind != ev.MEDIA else "media_without_text"
     if not tenant.answers_now(now):  # the moment that counts is when the message is received
@@ -207,13 +246,15 @@ def _statements(dialect: str) -> dict[str, Any]:
     return {
         "new_messages": dialect_insert(dialect, MESSAGES).on_conflict_do_nothing(
             index_elements=["tenant_id", "message_id"]),
+        "new_aliases": dialect_insert(dialect, ALIASES).on_conflict_do_nothing(index_elements=["tenant_id", "lid"]),
         "update_sessions": sa.update(SESSIONS).where(SESSIONS.c.id == sa.bindparam("b_id")).values(
-            updated_at=sa.bindparam("b_updated_at"), **{c: sa.bindparam(f"b_{c}") for c in SESSION_COLUMNS}),
+            updated_at=sa.bindparam("b_updated_at"), pauses=sa.bindparam("b_pauses"),
+            **{c: sa.bindparam(f"b_{c}") for c in SESSION_COLUMNS}),
     }
 
 
 SESSION_COLUMNS = ("is_paused", "pause_reason", "paused_by", "paused_at", "resumes_at", "last_human_at",
-                   "last_message_at", "push_name")
+                   "last_message_at", "push_name")  # and "pauses", written from ``SessionState.held``
 
 
 def process_batch(conn: Connection, items: list[Inbound | jobs.WriteOp[Any]], *,
@@ -294,6 +335,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items})
     sends = own_sends(conn, items, sessions, now)
     started = _replies_started(conn, items, sessions, now)
+    owner_lids = _owner_lids(conn, items)
     matched_echoes: dict[int, str] = {}
     results, messages, replies, notices = [], [], [], []
     for item in items:
@@ -305,7 +347,8 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         times, waiting = started.get(session.id, ([], False))
         since = now - timedelta(seconds=item.tenant.reply_cap[1])
         action, reason = decide(item, session, now, duplicate=duplicate, echo=echo,
-                                recent_replies=sum(1 for t in times if t >= since), reply_waiting=waiting)
+                                recent_replies=sum(1 for t in times if t >= since), reply_waiting=waiting,
+                                owner_chat=(item.tenant.id, event.chat_jid) in owner_lids)
         if action == REPLY_QUEUED and not waiting:
             started[session.id] = ([*times, now], True)  # later messages of this batch join this reply
         if not duplicate:
@@ -320,15 +363,38 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                                     session.is_paused, session.resumes_at))
     if messages:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
+    _remember_aliases(conn, items)
     # A chat created by this batch that kept nothing (only ids of a forgotten chat, answered duplicate) is not kept.
     kept = {m["session_id"] for m in messages}
     _drop_sessions(conn, [s.id for key, s in sessions.items()
                           if locked[key].created_at == now and s.id not in kept and not s.is_paused])
-    _write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
+    write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
+
+
+def _owner_lids(conn: Connection, items: list[Inbound]) -> set[tuple[int, str]]:
+    """The batch's @lid chats that are their tenant's owner (an alias learned since the tenant was read)."""
+    asked = {(i.tenant.id, i.event.chat_jid): i.tenant.owner_jid for i in items
+             if i.tenant.owner_jid and i.event.chat_jid and i.event.chat_jid.endswith("@lid")
+             and i.event.chat_jid not in i.tenant.owner_lids}
+    if not asked:
+        return set()
+    rows = conn.execute(sa.select(ALIASES.c.tenant_id, ALIASES.c.lid, ALIASES.c.chat_id).where(
+        pairs_in(ALIASES.c.tenant_id, ALIASES.c.lid, asked)))
+    return {(r.tenant_id, r.lid) for r in rows if asked.get((r.tenant_id, r.lid)) == r.chat_id}
+
+
+def _remember_aliases(conn: Connection, items: list[Inbound]) -> None:
+    """Keep the @lid of each chat that a message named by both ids (``remoteJidAlt``), once: label events and
+    commands that give only the LID find the chat by it."""
+    pairs = {(i.tenant.id, i.event.lid_jid): i.event.chat_jid for i in items
+             if i.event.lid_jid and i.event.chat_jid and i.event.chat_jid != i.event.lid_jid}
+    if pairs:
+        conn.execute(_statements(conn.dialect.name)["new_aliases"],
+                     [{"tenant_id": t, "lid": lid, "chat_id": chat} for (t, lid), chat in sorted(pairs.items())])
 
 
 def _away_notice(item: Inbound, session: SessionState, now: datetime, text: str) -> jobs.Notice:
@@ -352,12 +418,13 @@ def _drop_sessions(conn: Connection, candidates: list[int]) -> None:
         conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.id.in_(empty)))
 
 
-def _write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:
+def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -> None:
+    """Write back changed sessions with their pause events; a chat just paused loses its waiting jobs."""
     if not dirty:
         return
     conn.execute(_statements(conn.dialect.name)["update_sessions"],
-                 [{"b_id": s.id, "b_updated_at": now, **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}}
-                  for s in dirty])
+                 [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),
+                   **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}} for s in dirty])
     changes = [{"tenant_id": s.tenant_id, "session_id": s.id, **c} for s in dirty for c in s.changes]
     if changes:
         conn.execute(sa.insert(EVENTS), changes)

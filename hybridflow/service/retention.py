@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from hybridflow import jobs
 from hybridflow.config import Settings
-from hybridflow.models import EVENTS, JOBS, MESSAGES, RAW_KEPT, SESSIONS, TENANTS, TOMBSTONES
+from hybridflow.models import ALIASES, CHAT_LABELS, EVENTS, JOBS, MESSAGES, RAW_KEPT, SESSIONS, TENANTS, TOMBSTONES
 from hybridflow.service.tenants import effective_retention
 from hybridflow.statements import add_tombstones, pairs_in
 from hybridflow.store import Store
@@ -85,6 +85,7 @@ class Forgotten:
     messages: int = 0
     replies: int = 0
     events: int = 0
+    labels: int = 0  # labels the owner had put on the chat
     sessions: int = 0
     waited: float = 0.0  # seconds spent letting a reply that was being sent finish
 
@@ -152,7 +153,7 @@ def erase_chat(conn: Connection, tenant_id: int, chat_id: str, now: datetime, *,
         query = query.with_for_update()
     session_id = conn.execute(query).scalar()
     if session_id is None:
-        return {"messages": 0, "replies": 0, "events": 0, "sessions": 0}
+        return {"messages": 0, "replies": 0, "events": 0, "labels": 0, "sessions": 0}
     if let_sends_finish and jobs.sending_for_session(conn, session_id):
         return None
     ids = set(conn.execute(sa.select(MESSAGES.c.message_id).where(MESSAGES.c.session_id == session_id)).scalars())
@@ -162,6 +163,10 @@ def erase_chat(conn: Connection, tenant_id: int, chat_id: str, now: datetime, *,
     counts = {"messages": conn.execute(sa.delete(MESSAGES).where(MESSAGES.c.session_id == session_id)).rowcount,
               "replies": jobs.delete_for_session(conn, session_id),
               "events": conn.execute(sa.delete(EVENTS).where(EVENTS.c.session_id == session_id)).rowcount}
+    # The labels the owner put on the chat, and its @lid, are about this customer too.
+    counts["labels"] = conn.execute(sa.delete(CHAT_LABELS).where(CHAT_LABELS.c.tenant_id == tenant_id,
+                                                                 CHAT_LABELS.c.chat_id == chat_id)).rowcount
+    conn.execute(sa.delete(ALIASES).where(ALIASES.c.tenant_id == tenant_id, ALIASES.c.chat_id == chat_id))
     counts["sessions"] = conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.id == session_id)).rowcount
     return counts
 

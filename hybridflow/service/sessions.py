@@ -6,18 +6,19 @@ import difflib
 import json
 import shlex
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow import events as ev
-from hybridflow import jobs
+from hybridflow import jobs, pauses
 from hybridflow.errors import AmbiguousChat, BadRequest, UnknownInstance, UnknownSession
-from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.models import ALIASES, EVENTS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.numbers import TypedChat, parse_chat
-from hybridflow.service.ingest import AUTO_RESUME, OPERATOR
+from hybridflow.service.ingest import AUTO_RESUME, OPERATOR, SessionState, write_sessions
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import lock_sessions
 from hybridflow.store import Store
@@ -45,10 +46,12 @@ class SessionView:
     last_human_at: datetime | None
     last_message_at: datetime | None
     created_at: datetime
+    pauses: tuple[pauses.Pause, ...] = ()  # every reason the chat is paused for, the longest first
     note: str | None = None  # what an operator action says besides the session, e.g. that it created the chat
 
     def as_dict(self) -> dict[str, Any]:
-        data = _jsonable(self)
+        data = _jsonable(replace(self, pauses=()))
+        data["pauses"] = [p.as_dict() for p in self.pauses]
         if data["note"] is None:
             del data["note"]
         return data
@@ -185,7 +188,12 @@ LID_SEARCH_LIMIT = 200
 
 
 async def _chats_by_lid(conn: AsyncConnection, tenant_id: int, lid: str) -> tuple[KnownChat, ...]:
-    """The chats whose stored messages name ``lid`` as their LID (the raw body is the only place it is kept)."""
+    """The chat whose messages named ``lid`` as its LID: from the aliases learned since they are kept, else from
+    the stored raw bodies of older messages."""
+    alias = (await conn.execute(sa.select(ALIASES.c.chat_id).where(
+        ALIASES.c.tenant_id == tenant_id, ALIASES.c.lid == lid))).scalar()
+    if alias is not None:
+        return await _chats_with_ids(conn, tenant_id, (alias,))
     rows = await conn.execute(
         sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw)
         .where(MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != lid,
@@ -206,21 +214,26 @@ def _lid_of(raw: str) -> str | None:
 _VIEW_COLUMNS = [TENANTS.c.instance] + [SESSIONS.c[name] for name in (
     "chat_id", "chat_kind", "push_name", "is_paused", "pause_reason", "paused_by", "paused_at", "resumes_at",
     "last_human_at", "last_message_at", "created_at")]
+_STATE_COLUMNS = [SESSIONS.c[name] for name in ("id", "tenant_id", "pauses", "updated_at")]
 
 
-def _view(row: Any) -> SessionView:
-    return SessionView(**{column.name: getattr(row, column.name) for column in _VIEW_COLUMNS})
+def _view(row: Any, now: datetime) -> SessionView:
+    state = SessionState.from_row(row)  # the pauses, also of a row written before they were stored
+    held = pauses.holding(state.held, now) if state.is_paused else []
+    return SessionView(**{column.name: getattr(row, column.name) for column in _VIEW_COLUMNS},
+                       pauses=tuple(held))
 
 
 def _select_views() -> sa.Select:
-    return sa.select(*_VIEW_COLUMNS).join(TENANTS, TENANTS.c.id == SESSIONS.c.tenant_id)
+    return sa.select(*_VIEW_COLUMNS, *_STATE_COLUMNS).join(TENANTS, TENANTS.c.id == SESSIONS.c.tenant_id)
 
 
 class Sessions:
     """Queries and operator actions on sessions."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
+        self.clock = clock
 
     async def list(self, *, instance: str | None = None, paused: bool | None = None, since: datetime | None = None,
                    limit: int = 50, offset: int = 0, every_kind: bool = False) -> tuple[list[SessionView], int]:
@@ -244,7 +257,7 @@ class Sessions:
                 query.order_by(SESSIONS.c.last_message_at.desc().nulls_last(), SESSIONS.c.id.desc())
                 .limit(limit).offset(offset)
             )
-            return [_view(row) for row in rows], total
+            return [_view(row, self.clock()) for row in rows], total
 
     async def match(self, tenant: TenantConfig, chat: str) -> Match:
         """The tenant's chats a typed chat (phone number or JID) matches."""
@@ -262,7 +275,7 @@ class Sessions:
         )).first()
         if row is None:
             raise UnknownSession(f"no session for chat {chat_id} of instance {tenant.instance!r}")
-        return _view(row)
+        return _view(row, self.clock())
 
     async def detail(self, tenant: TenantConfig, chat: str, *, limit: int = 20) -> SessionDetail:
         """The session with its recent pause/resume history, messages and replies."""
@@ -290,7 +303,8 @@ class Sessions:
 
     async def pause(self, tenant: TenantConfig, chat: str, now: datetime, *, duration: float | None,
                     actor: str) -> SessionView:
-        """Pause a chat by hand, for ``duration`` seconds or until resumed by hand.
+        """Pause a chat by hand, for ``duration`` seconds or until resumed by hand (replacing an earlier pause by
+        hand; the chat's other pauses stay).
 
         A complete number or JID no chat has yet creates the session; the view's ``note`` says so.
         """
@@ -299,32 +313,25 @@ class Sessions:
         resumes_at = now + timedelta(seconds=duration) if duration is not None else None
         async with self.store.write() as conn:
             chat_id, note = (await resolve_chat(conn, tenant, chat)).existing_or_new()
-            key = (tenant.id, chat_id)
-            state = (await conn.run_sync(lock_sessions, {key: _kind_of(chat_id)}, now))[key]
-            was_paused = state.is_paused
-            await conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id == state.id).values(
-                is_paused=True, pause_reason=OPERATOR, paused_by=actor, resumes_at=resumes_at, updated_at=now,
-                paused_at=now if not was_paused else state.paused_at))
-            await conn.execute(sa.insert(EVENTS).values(
-                tenant_id=tenant.id, session_id=state.id, at=now, change="paused", reason=OPERATOR, actor=actor,
-                resumes_at=resumes_at))
-            await conn.run_sync(jobs.skip_queued, [state.id], now, "paused by an operator")
+            state = await _locked(conn, tenant, chat_id, now)
+            state.pause(OPERATOR, actor, now, resumes_at, None, extend=False)
+            await conn.run_sync(write_sessions, [state], now)
             return replace(await self._get(conn, tenant, chat_id), note=note)
 
     async def resume(self, tenant: TenantConfig, chat: str, now: datetime, *, actor: str) -> SessionView:
-        """Resume a chat by hand, effective immediately."""
+        """Resume a chat by hand, effective immediately: every pause of the chat is lifted."""
         async with self.store.write() as conn:
             chat_id = (await resolve_chat(conn, tenant, chat)).existing()
-            view = await self._get(conn, tenant, chat_id)
-            sid = (await conn.execute(sa.update(SESSIONS).where(
-                SESSIONS.c.tenant_id == tenant.id, SESSIONS.c.chat_id == chat_id).values(
-                is_paused=False, pause_reason=None, paused_by=None, paused_at=None, resumes_at=None, updated_at=now,
-            ).returning(SESSIONS.c.id))).scalar_one()
-            if not view.is_paused:
-                return replace(view, note="the chat was not paused: nothing changed")
-            await conn.execute(sa.insert(EVENTS).values(
-                tenant_id=tenant.id, session_id=sid, at=now, change="resumed", reason=OPERATOR, actor=actor))
-            return await self._get(conn, tenant, chat_id)
+            await self._get(conn, tenant, chat_id)  # UnknownSession before anything is written
+            state = await _locked(conn, tenant, chat_id, now)
+            if not state.is_paused:
+                return replace(await self._get(conn, tenant, chat_id), note="the chat was not paused: nothing changed")
+            labelled = any(p.reason == pauses.LABEL for p in pauses.holding(state.held, now))
+            state.resume(OPERATOR, actor, now)
+            await conn.run_sync(write_sessions, [state], now)
+            note = ("its pause label is still on the chat in WhatsApp Business: remove it there too, or the next "
+                    "label change pauses it again") if labelled else None
+            return replace(await self._get(conn, tenant, chat_id), note=note)
 
     async def sweep(self, now: datetime) -> list[SessionView]:
         """Resume every session whose pause has run out. One atomic statement: safe beside other sweepers."""
@@ -333,7 +340,7 @@ class Sessions:
                 sa.update(SESSIONS)
                 .where(SESSIONS.c.is_paused.is_(True), SESSIONS.c.resumes_at.is_not(None), SESSIONS.c.resumes_at <= now)
                 .values(is_paused=False, pause_reason=None, paused_by=None, paused_at=None, resumes_at=None,
-                        updated_at=now)
+                        pauses=None, updated_at=now)  # resumes_at is when the last timed pause ends: all have
                 .returning(SESSIONS.c.id, SESSIONS.c.tenant_id)
             )).all()
             if not resumed:
@@ -342,7 +349,7 @@ class Sessions:
                 {"tenant_id": r.tenant_id, "session_id": r.id, "at": now, "change": "resumed", "reason": AUTO_RESUME,
                  "actor": "sweep", "message_id": None, "resumes_at": None} for r in resumed])
             rows = await conn.execute(_select_views().where(SESSIONS.c.id.in_([r.id for r in resumed])))
-            return [_view(row) for row in rows]
+            return [_view(row, now) for row in rows]
 
 
 async def _known_instance(conn: AsyncConnection, instance: str) -> None:
@@ -358,7 +365,13 @@ async def _known_instance(conn: AsyncConnection, instance: str) -> None:
     raise UnknownInstance(f"unknown instance {instance!r}{hint}: `hybridflow tenants list` shows the tenants")
 
 
-def _kind_of(chat_id: str) -> str:
+async def _locked(conn: AsyncConnection, tenant: TenantConfig, chat_id: str, now: datetime) -> SessionState:
+    """The chat's session, created if needed and locked for this transaction, as the decisions see it."""
+    key = (tenant.id, chat_id)
+    return SessionState.from_row((await conn.run_sync(lock_sessions, {key: kind_of(chat_id)}, now))[key])
+
+
+def kind_of(chat_id: str) -> str:
     if chat_id.endswith("@g.us"):
         return ev.GROUP
     if chat_id.endswith("@lid"):

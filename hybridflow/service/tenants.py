@@ -20,7 +20,8 @@ from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
 from hybridflow import jobs, numbers
 from hybridflow.hours import DEFAULT_LOCALE, HoursMode, InvalidHours, Schedule, check_locale, should_answer
-from hybridflow.models import CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.commands import DEFAULT_WORD
+from hybridflow.models import ALIASES, CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.store import Store
 
 HISTORY = (JOBS, EVENTS, MESSAGES, SESSIONS)  # a tenant's rows, in an order that deletes them safely
@@ -28,6 +29,7 @@ CACHE_SECONDS = 5.0
 API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
 IGNORE, ALLOW = "ignore", "allow"  # the audience lists
+OWNER_LIDS = "owner_lids"
 MIN_REPLY_CHARS = 20  # a shorter limit would cut every answer to nothing useful
 NEXT_OPEN = "{next_open}"  # the away message's placeholder
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -66,6 +68,14 @@ class TenantConfig:
     daily_tokens: int | None = None  # the model's tokens per local day; None: no budget
     retain_raw: float | None = None  # seconds raw payloads are kept; None: forever
     retain_messages: float | None = None  # seconds messages are kept; None: forever
+    paused_at: datetime | None = None  # the whole tenant is paused ("bot off all") since then
+    paused_until: datetime | None = None  # None while paused: until resumed
+    paused_by: str | None = None
+    pause_label: str | None = None  # the WhatsApp Business label that pauses a chat while it is on it
+    owner_jid: str | None = None  # the instance's own number, learned from Evolution or set with --owner-number
+    owner_source: str | None = None  # instance | operator
+    command_word: str = DEFAULT_WORD  # how commands in "Message yourself" start
+    owner_lids: frozenset[str] = frozenset()  # the owner's @lid ids, seen with the number in one message
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -74,6 +84,19 @@ class TenantConfig:
         if self.schedule is None or self.hours_mode == HoursMode.ALWAYS:
             return True
         return should_answer(self.hours_mode, self.schedule.is_open(now))
+
+    def owns(self, chat_id: str | None) -> bool:
+        """Whether ``chat_id`` is the owner's own "Message yourself" chat (by number or by a learned @lid)."""
+        return chat_id is not None and (chat_id == self.owner_jid or chat_id in self.owner_lids)
+
+    @property
+    def takes_commands(self) -> bool:
+        """Commands need to know the owner, and webhooks that prove they come from Evolution."""
+        return self.owner_jid is not None and (self.has_webhook_secret or self.has_jwt_key)
+
+    def paused_now(self, now: datetime) -> bool:
+        """Whether the whole tenant is paused at ``now``."""
+        return self.paused_at is not None and (self.paused_until is None or self.paused_until > now)
 
     def away_text(self, now: datetime) -> str | None:
         """The away message to send a customer who writes at ``now``, its ``{next_open}`` filled in; None when
@@ -137,6 +160,14 @@ class TenantConfig:
             "daily_tokens": self.daily_tokens or "no budget",
             "retain_raw": format_retention(self.retain_raw),
             "retain_messages": format_retention(self.retain_messages),
+            "pause_label": self.pause_label or "none",
+            "owner_number": (f"{self.owner_jid} ({'learned from Evolution' if self.owner_source == 'instance' else 'set'})"
+                             if self.owner_jid else "not known yet (learned when the instance connects, or "
+                             "--owner-number)"),
+            "command_word": self.command_word,
+            "paused": ("no" if self.paused_at is None else
+                       f"since {self.paused_at.isoformat()} by {self.paused_by}, "
+                       + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
             "ignore": sorted(self.ignored),
             "allow": sorted(self.allowed),
             "api_key": "set" if self.has_api_key else "not set",
@@ -176,6 +207,9 @@ class TenantChanges:
     daily_tokens: int | None = None  # 0 clears the budget
     retain_raw: str | None = None  # "30d" or "forever"
     retain_messages: str | None = None  # "365d" (at least 2d) or "forever"
+    pause_label: str | None = None  # "" clears it
+    owner_number: str | None = None  # the instance's own number as typed; "" forgets it (learned again)
+    command_word: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -197,6 +231,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
     "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
     "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None,
+    "country": None, "daily_tokens": None, "pause_label": None, "owner_jid": None, "owner_source": None,
+    "command_word": None,
 }
 
 
@@ -353,6 +389,14 @@ class Tenants:
             daily_tokens=row.daily_tokens,
             retain_raw=effective_retention(row.retain_raw, s.retain_raw),
             retain_messages=effective_retention(row.retain_messages, s.retain_messages),
+            paused_at=row.paused_at,
+            paused_until=row.paused_until,
+            paused_by=row.paused_by,
+            pause_label=row.pause_label,
+            owner_jid=row.owner_jid,
+            owner_source=row.owner_source,
+            command_word=row.command_word or DEFAULT_WORD,
+            owner_lids=(lists or {}).get(OWNER_LIDS, frozenset()),
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -375,6 +419,12 @@ class Tenants:
                     CONTACTS.c.tenant_id.in_([row.id for row in rows])))
                 for tenant_id, rule, chat_id in found:
                     lists.setdefault(tenant_id, {}).setdefault(rule, set()).add(chat_id)
+                owners = [(row.id, row.owner_jid) for row in rows if row.owner_jid]
+                if owners:
+                    lids = await conn.execute(sa.select(ALIASES.c.tenant_id, ALIASES.c.lid).where(
+                        sa.or_(*(sa.and_(ALIASES.c.tenant_id == t, ALIASES.c.chat_id == jid) for t, jid in owners))))
+                    for tenant_id, lid in lids:
+                        lists.setdefault(tenant_id, {}).setdefault(OWNER_LIDS, set()).add(lid)
         return [self._config(row, {rule: frozenset(ids) for rule, ids in lists.get(row.id, {}).items()})
                 for row in rows]
 
@@ -508,6 +558,13 @@ class Tenants:
                 values["country"] = numbers.region_code(changes.country)
             except ValueError as exc:
                 raise BadRequest(f"invalid --country: {exc}") from None
+        if changes.command_word is not None:
+            word = changes.command_word.strip()
+            if word and (len(word.split()) != 1 or len(word) > 30):
+                raise BadRequest(f"invalid --command-word: one word of at most 30 characters, got {word!r}")
+            values["command_word"] = word or None
+        if changes.pause_label is not None:
+            values["pause_label"] = " ".join(changes.pause_label.split())[:100] or None
         if changes.daily_tokens is not None:
             if changes.daily_tokens < 0:
                 raise BadRequest(f"invalid --daily-tokens: give a number of tokens, or 0 for no budget; got "
@@ -547,7 +604,8 @@ class Tenants:
                                      "(hybridflow tenants update --help)")
                 if any(getattr(changes, name) is not None for name in ("webhook_secret", "jwt_key", "api_version")):
                     self._check(changes, found)  # an older tenant's contradiction does not block other changes
-                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(updated_at=now, **values))
+                await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
+                    updated_at=now, **values | self._owner(changes, found)))
             else:
                 if changes.prompt is None:
                     again = " (it was removed: its old settings are not restored)" if found is not None else ""
@@ -555,10 +613,10 @@ class Tenants:
                 self._check(changes, None)
                 if found is None:
                     await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now,
-                                                                 **values))
+                                                                 **values | self._owner(changes, None)))
                 else:
                     await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
-                        **(SETTING_DEFAULTS | values), updated_at=now, removed_at=None))
+                        **(SETTING_DEFAULTS | values | self._owner(changes, None)), updated_at=now, removed_at=None))
                     restored = {table.name: (await conn.execute(sa.select(sa.func.count()).select_from(table).where(
                         table.c.tenant_id == found.id))).scalar_one() for table in (SESSIONS, MESSAGES)}
         self._forget(instance)
@@ -580,6 +638,55 @@ class Tenants:
         """Change some fields of an existing tenant."""
         await self.get(instance, cached=False)
         return (await self.add(instance, changes, now, update=True)).tenant
+
+    @staticmethod
+    def _owner(changes: TenantChanges, row: Any) -> dict[str, Any]:
+        """The owner columns for ``--owner-number``: set by the operator, or forgotten ("") to be learned again."""
+        if changes.owner_number is None:
+            return {}
+        if not changes.owner_number.strip():
+            return {"owner_jid": None, "owner_source": None}
+        region = (row.country if row is not None else None) or changes.country or numbers.DEFAULT_REGION
+        chat = numbers.parse_chat(changes.owner_number, region)
+        if not chat.complete or not chat.jids[0].endswith("@s.whatsapp.net"):
+            raise BadRequest(f"invalid --owner-number: {chat.problem or 'not a phone number'}; give the instance's "
+                             "full number, e.g. +55 11 98765-4321")
+        return {"owner_jid": chat.jids[0], "owner_source": "operator"}
+
+    async def learn_owner(self, tenant: TenantConfig, jid: str, now: datetime) -> bool:
+        """The instance's own number as Evolution reported it (``connection.update``'s ``wuid``); a number set with
+        --owner-number wins. Returns whether it changed."""
+        if tenant.owner_source == "operator" or tenant.owner_jid == jid:
+            return False
+        async with self.store.write() as conn:
+            changed = (await conn.execute(sa.update(TENANTS).where(
+                TENANTS.c.id == tenant.id, sa.or_(TENANTS.c.owner_source.is_(None), TENANTS.c.owner_source != "operator"))
+                .values(owner_jid=jid, owner_source="instance", updated_at=now))).rowcount
+        self._forget(tenant.instance)
+        return bool(changed)
+
+    async def pause(self, instance: str, now: datetime, *, until: datetime | None, actor: str) -> tuple[TenantConfig, int]:
+        """Pause the whole tenant ("bot off all", a holiday, a busy afternoon) until ``until`` or until resumed:
+        no chat is answered and the replies waiting are dropped; the chats' own pauses stay as they are. Returns
+        the tenant and how many waiting replies were dropped."""
+        tenant = await self.get(instance, cached=False)
+        if until is not None and until <= now:
+            raise BadRequest("a pause must end after now (without an end it lasts until resumed)")
+        async with self.store.write() as conn:
+            await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(
+                paused_at=now, paused_until=until, paused_by=actor, updated_at=now))
+            dropped = await conn.run_sync(jobs.skip_tenant_queued, tenant.id, now, "the whole tenant was paused")
+        self._forget(instance)
+        return await self.get(instance, cached=False), dropped
+
+    async def resume(self, instance: str, now: datetime, *, actor: str) -> TenantConfig:
+        """Lift the tenant-wide pause (chats paused one by one stay paused)."""
+        tenant = await self.get(instance, cached=False)
+        async with self.store.write() as conn:
+            await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(
+                paused_at=None, paused_until=None, paused_by=None, updated_at=now))
+        self._forget(instance)
+        return await self.get(instance, cached=False)
 
     async def remove(self, instance: str, now: datetime, *, history: str | None) -> dict[str, int]:
         """Remove a tenant. A tenant with history needs an explicit choice: ``history`` = "keep" or "delete".

@@ -731,7 +731,8 @@ def test_doctor_all_green_with_a_working_evolution_and_ollama(hf, peers):
     checks = checklist(result.stdout)
     assert all(passed for passed, _ in checks.values()), checks
     assert set(checks) == {"config", "secret key", "database", "storage", "ollama model llama3.2", "tenant padaria",
-                           "webhook padaria"}
+                           "webhook padaria", "phone commands padaria"}
+    assert "owner's number is known" in checks["phone commands padaria"][1]  # not learned yet: commands wait
     assert "connected, key accepted" in checks["tenant padaria"][1]
     assert "shared secret" in checks["tenant padaria"][1]
     asked = [r for r in peers.evolution.requests if r.path == "/instance/connectionState/padaria"]
@@ -740,7 +741,8 @@ def test_doctor_all_green_with_a_working_evolution_and_ollama(hf, peers):
     report = as_json(hf("doctor", "--json", ollama_host=peers.ollama.url))
     assert report["ok"] is True
     assert [c["name"] for c in report["checks"]] == ["config", "secret key", "database", "storage",
-                                                    "ollama model llama3.2", "tenant padaria", "webhook padaria"]
+                                                    "ollama model llama3.2", "tenant padaria", "webhook padaria",
+                                                    "phone commands padaria"]
     assert all(c["ok"] for c in report["checks"])
 
 

@@ -249,7 +249,8 @@ def test_every_json_command_prints_one_object_and_replay_prints_json_lines(hf, t
     assert as_json(hf("sessions", "show", "test-instance", CUSTOMER, "--json"))["chat_id"] == CUSTOMER
     assert as_json(hf("sessions", "pause", "test-instance", CUSTOMER, "--json"))["is_paused"] is True
     assert as_json(hf("sessions", "resume", "test-instance", CUSTOMER, "--json"))["is_paused"] is False
-    assert as_json(hf("sweep", "--json")) == {"resumed": []}
+    assert as_json(hf("sweep", "--json")) == {"resumed": [], "retention": {
+        "raw_cleared": 0, "messages_deleted": 0, "jobs_deleted": 0, "events_deleted": 0, "tombstones_pruned": 0}}
     doctor = hf("doctor", "--json", ollama_host="http://127.0.0.1:9")
     assert set(json.loads(doctor.stdout)) == {"ok", "checks"}
 

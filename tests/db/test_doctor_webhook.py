@@ -283,4 +283,16 @@ def test_doctor_passes_with_a_warning_for_a_tenant_without_webhook_auth(hf, peer
     assert result.exit_code == 0, result.output
     assert "✓ webhook padaria: " in result.stdout and "unauthenticated" in result.stdout
     report = as_json(hf("doctor", "--json", ollama_host=peers.ollama.url))
-    assert [c["name"] for c in report["checks"] if c["warning"]] == ["webhook padaria"]
+    # Without authentication, commands from the phone are off too (a forged webhook could give them).
+    assert [c["name"] for c in report["checks"] if c["warning"]] == ["webhook padaria", "phone commands padaria"]
+
+
+async def test_a_tenant_with_a_pause_label_needs_the_label_events(service, with_secret, fake_evolution):
+    await service.update_tenant(INSTANCE, TenantChanges(pause_label="Bot off"))
+    fake_evolution.webhook = v2_row()
+    check = await webhook_check(service)
+    body = assert_says_to_set_it_again(check)
+    assert "LABELS_EDIT and LABELS_ASSOCIATION are off" in check.detail
+    assert body["webhook"]["events"] == ["MESSAGES_UPSERT", "SEND_MESSAGE", "LABELS_EDIT", "LABELS_ASSOCIATION"]
+    fake_evolution.webhook = v2_row(events=body["webhook"]["events"])
+    assert (await webhook_check(service)).ok

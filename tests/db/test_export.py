@@ -64,9 +64,10 @@ def test_json_holds_the_chat_every_message_with_who_wrote_it_the_pauses_and_the_
         "text": "Vocês abrem domingo?", "action": "reply_queued"}
     assert all(re.fullmatch(ISO, m["received_at"]) for m in messages)
     assert [m["action"] for m in messages[2:-1]] == ["ignored_paused"] * WHILE_PAUSED
-    [paused] = exported["events"]
+    paused, takeover = exported["events"]  # the owner's pause, then the API client's, stacked on it
     assert (paused["change"], paused["reason"], paused["actor"], paused["message_id"]) == (
         "paused", "human_message", "owner", "M-OWNER")
+    assert (takeover["change"], takeover["reason"], takeover["message_id"]) == ("paused", "api_takeover", "M-API")
     [reply] = exported["replies"]  # the owner answered before any reply was written
     assert (reply["kind"], reply["status"], reply["attempts"], reply["trigger_message_id"], reply["reply_text"]) == (
         "reply", "skipped_paused", 0, "M-FIRST", None)
@@ -100,7 +101,7 @@ def test_txt_is_for_people_with_local_times_and_their_offset(chat, monkeypatch):
     text = ok(chat("sessions", "export", "test-instance", "11987654321")).stdout
     lines = text.splitlines()
     assert lines[0] == f"Chat {CUSTOMER} (Maria) with test-instance"
-    assert re.fullmatch(rf"Exported {LOCAL}: 24 messages, 1 pause/resume event and 1 reply\.", lines[1])
+    assert re.fullmatch(rf"Exported {LOCAL}: 24 messages, 2 pause/resume events and 1 reply\.", lines[1])
     assert lines[2] == "Times are in America/Sao_Paulo, each with its offset from UTC."
     assert re.search(rf"^{LOCAL}  Maria \(customer\): Vocês abrem domingo\?$", text, re.M)
     assert re.search(rf"^{LOCAL}  business \(a person\): Oi Maria, aqui é o João!$", text, re.M)
@@ -115,7 +116,7 @@ def test_output_writes_the_file_refuses_to_replace_it_and_says_what_it_wrote(cha
     target = isolated / "maria.csv"
     result = ok(chat("sessions", "export", "test-instance", CUSTOMER, "--output", str(target)))
     assert result.stdout == ""
-    assert re.fullmatch(rf"wrote 24 messages, 1 pause/resume event and 1 reply of test-instance · {CUSTOMER} to "
+    assert re.fullmatch(rf"wrote 24 messages, 2 pause/resume events and 1 reply of test-instance · {CUSTOMER} to "
                         rf"{re.escape(str(target))} \(csv, \d+\.\d KiB\)\n", result.stderr)
     written = target.read_text(encoding="utf-8")
     assert written.startswith("received_at,whatsapp_timestamp,") and "Mensagem 20" in written  # csv: the extension

@@ -199,7 +199,7 @@ async def test_a_send_that_completes_after_a_forced_erase_recreates_nothing(serv
     assert sending == jobs.SENDING
     erased = await submit(functools.partial(erase_chat, tenant_id=job.tenant_id, chat_id=CUSTOMER,
                                             now=service.clock(), let_sends_finish=False))
-    assert erased == {"messages": 1, "replies": 1, "events": 0, "sessions": 1}
+    assert erased == {"messages": 1, "replies": 1, "events": 0, "labels": 0, "sessions": 1}
     assert await submit(functools.partial(jobs.mark_sent, job=job, text="Olá!", message_id="BOT-1",
                                           now=service.clock())) is None
     await submit(functools.partial(jobs.settle_echoes, echoes={job.id: "BOT-1"}, now=service.clock()))
@@ -215,3 +215,19 @@ async def test_a_send_that_completes_after_a_forced_erase_recreates_nothing(serv
     assert await submit(functools.partial(jobs.record_attempt, job=job, worker_id=service.worker_id, text="Olá",
                                           now=service.clock(), send_lease=60)) == jobs.CANCELLED
     assert await left_of(service) == NOTHING
+
+
+async def test_forgetting_a_labelled_chat_erases_its_labels_and_it_comes_back_as_a_new_customer(service: Service,
+                                                                                               tenant):
+    from hybridflow.service import TenantChanges
+    from tests.db.test_labels import label_edit, label_on
+
+    await service.update_tenant("test-instance", TenantChanges(pause_label="Bot off"))
+    await send(service, upsert("Oi"))
+    for body in (label_edit("7", "Bot off"), label_on("7")):
+        await service.ingest(body, raw(body))
+    assert (await service.session("test-instance", CUSTOMER)).pause_reason == "label"
+    forgotten = await service.forget("test-instance", CUSTOMER)
+    assert (forgotten.labels, forgotten.sessions) == (1, 1)
+    assert await rows(service.store, "SELECT count(*) FROM chat_labels") == [(0,)]
+    assert await send(service, upsert("Olá, sou nova aqui")) == "reply_queued"  # not paused by the old label

@@ -153,8 +153,11 @@ def test_an_owner_message_keeps_an_operator_pause_until_resumed():
     (action, reason), after = run(owner("Oi"), paused(reason="operator", by="cli", resumes_at=None))
     assert (action, reason) == (PAUSED, "human_message")
     assert after.is_paused and after.resumes_at is None  # "until resumed" is not turned into 2 hours
-    assert (after.pause_reason, after.paused_by) == ("operator", "cli")
-    assert after.changes == []
+    assert (after.pause_reason, after.paused_by) == ("operator", "cli")  # the pause that holds longest
+    # The owner's pause stacks on the operator's: it is its own reason, with its own end.
+    assert [(p.reason, p.until) for p in after.held] == [
+        ("operator", None), ("human_message", NOW + timedelta(seconds=RESUME_AFTER))]
+    assert [(c["change"], c["reason"]) for c in after.changes] == [("paused", "human_message")]
 
 
 # --- a customer writes -----------------------------------------------------------------------------------------
