@@ -61,6 +61,8 @@ RULES: dict[JobKind, KindRule] = {
     JobKind.REPLY: KindRule(debounced=True, skipped_when_paused=True),
     JobKind.AWAY: KindRule(debounced=False, skipped_when_paused=True),
     JobKind.NOTICE: KindRule(debounced=False, skipped_when_paused=False),
+    JobKind.HANDOFF: KindRule(debounced=False, skipped_when_paused=False),
+    JobKind.NOTIFY: KindRule(debounced=False, skipped_when_paused=False),
 }
 PAUSABLE_KINDS = tuple(kind for kind, rule in RULES.items() if rule.skipped_when_paused)
 # Pausable kinds other than the reply, whose waiting jobs the partial index of waiting replies does not cover.
@@ -166,6 +168,18 @@ def enqueue_notice_to_chat(conn: Connection, *, tenant_id: int, chat_ids: Iterab
     if chat_id is not None:
         enqueue_notices(conn, [Notice(JobKind.NOTICE, tenant_id, found[chat_id], chat_id, key, message_id, text, now)],
                         now)
+
+
+def enqueue_notification(conn: Connection, *, tenant_id: int, chat_id: str, key: str, message_id: str, text: str,
+                         now: datetime) -> None:
+    """Queue a notification to the owner's chat (or the tenant's notify number), once per ``key``. That chat's
+    session is created if needed but not locked: nothing about it changes, so no batch waits on it."""
+    conn.execute(insert_for(conn, SESSIONS).values(
+        tenant_id=tenant_id, chat_id=chat_id, chat_kind="user", is_paused=False, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]))
+    session_id = conn.execute(sa.select(SESSIONS.c.id).where(
+        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id == chat_id)).scalar_one()
+    enqueue_notices(conn, [Notice(JobKind.NOTIFY, tenant_id, session_id, chat_id, key, message_id, text, now)], now)
 
 
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:

@@ -146,6 +146,10 @@ def _v6(timestamp: str) -> list[str]:
         "ALTER TABLE tenants ADD COLUMN owner_jid VARCHAR",
         "ALTER TABLE tenants ADD COLUMN owner_source VARCHAR(10)",
         "ALTER TABLE tenants ADD COLUMN command_word VARCHAR(30)",
+        "ALTER TABLE tenants ADD COLUMN handoff_phrases TEXT",
+        "ALTER TABLE tenants ADD COLUMN handoff_pause FLOAT",
+        "ALTER TABLE tenants ADD COLUMN handoff_message TEXT",
+        "ALTER TABLE tenants ADD COLUMN notify_number VARCHAR",
         f"""CREATE TABLE tenant_labels (
             tenant_id INTEGER NOT NULL, label_id VARCHAR NOT NULL, name VARCHAR NOT NULL, deleted BOOLEAN NOT NULL,
             updated_at {timestamp} NOT NULL, PRIMARY KEY (tenant_id, label_id), {tenant_fk})""",
@@ -194,7 +198,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "postgresql": ["ALTER TABLE messages ALTER COLUMN raw DROP NOT NULL",
                        *_v5_indexes_and_tombstones("TIMESTAMP WITH TIME ZONE")],
     }),
-    Migration(6, "pauses that stack, the tenant-wide pause, labels on the phone, the owner's number and commands", {
+    Migration(6, "pauses that stack, the tenant-wide pause, labels on the phone, the owner's number and commands, "
+                 "the handoff to a person and notifications", {
         "sqlite": _v6("DATETIME"),
         "postgresql": _v6("TIMESTAMP WITH TIME ZONE"),
     }),

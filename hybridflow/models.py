@@ -34,6 +34,8 @@ class JobKind(StrEnum):
     REPLY = "reply"  # the model's answer to a customer's turn
     AWAY = "away"  # the tenant's away message, once per chat per local day while the business is closed
     NOTICE = "notice"  # HybridFlow's answer to the owner (a command's result), sent to the owner's own chat
+    HANDOFF = "handoff"  # the handoff message to a customer who asked for a person (sent although that pauses)
+    NOTIFY = "notify"  # a notification to the owner (a handoff, a loop stopped), never to a customer
 
 
 OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStatus.SENDING)
@@ -116,6 +118,10 @@ class Tenant(SQLModel, table=True):
     owner_jid: str | None = None  # the instance's own number: its "Message yourself" chat takes commands
     owner_source: str | None = Field(default=None, max_length=10)  # instance (learned) | operator (--owner-number)
     command_word: str | None = Field(default=None, max_length=30)  # None: "bot"
+    handoff_phrases: str | None = Field(default=None, sa_type=sa.Text)  # comma-separated; None: the defaults
+    handoff_pause: float | None = None  # seconds a handoff pauses the chat; None: 24 h
+    handoff_message: str | None = Field(default=None, sa_type=sa.Text)  # sent once to the customer on a handoff
+    notify_number: str | None = None  # where notifications go instead of the owner's own chat
 
 
 class ChatSession(SQLModel, table=True):

@@ -101,6 +101,16 @@ OWNER_NUMBER = typer.Option(None, "--owner-number", metavar="NUMBER",
                                  "(learned when the instance connects; \"\" forgets a number set here).")
 COMMAND_WORD = typer.Option(None, "--command-word", metavar="WORD",
                             help='How commands in "Message yourself" start (default: bot).')
+HANDOFF_PHRASES = typer.Option(None, "--handoff-phrases", metavar="'P1, P2'",
+                               help="What a customer writes to ask for a person, comma-separated (default: atendente, "
+                                    "falar com uma pessoa, human, ...); off disables; \"\" restores the defaults.")
+HANDOFF_PAUSE = typer.Option(None, "--handoff-pause", metavar="DURATION",
+                             help="How long a handoff pauses the chat (default 24h).")
+HANDOFF_MESSAGE = typer.Option(None, "--handoff-message", metavar="TEXT",
+                               help="Sent once to the customer on a handoff, e.g. \"Já chamo alguém!\"; \"\" removes it.")
+NOTIFY_NUMBER = typer.Option(None, "--notify-number", metavar="NUMBER",
+                             help="Send notifications (a handoff, a loop stopped) to this WhatsApp number instead of "
+                                  "the owner's own chat; \"\" goes back to it.")
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 RETAIN_RAW = typer.Option(None, "--retain-raw", metavar="DURATION", help="Clear raw webhook bodies older than "
@@ -127,7 +137,9 @@ def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | Non
             hours_mode: str | None, away_message: str | None, locale: str | None, country: str | None,
             daily_tokens: str | None, pause_label: str | None = None, owner_number: str | None = None,
             command_word: str | None = None, retain_raw: str | None = None,
-            retain_messages: str | None = None) -> dict[str, object]:
+            retain_messages: str | None = None, handoff_phrases: str | None = None,
+            handoff_pause: str | None = None, handoff_message: str | None = None,
+            notify_number: str | None = None) -> dict[str, object]:
     """The who-and-when options as TenantChanges fields (None: not given)."""
     return {"reply_cap": reply_cap, "max_reply_chars": _count(max_reply_chars, "--max-reply-chars"), "hours": hours, "timezone": timezone,
             "closed": tuple(closed) if closed else None, "special": tuple(special) if special else None,
@@ -135,7 +147,9 @@ def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | Non
             "away_message": away_message, "locale": locale, "country": country,
             "daily_tokens": _count(daily_tokens, "--daily-tokens"), "pause_label": pause_label,
             "owner_number": owner_number, "command_word": command_word, "retain_raw": retain_raw,
-            "retain_messages": retain_messages}
+            "retain_messages": retain_messages, "handoff_phrases": handoff_phrases,
+            "handoff_pause": _duration(handoff_pause, "--handoff-pause"), "handoff_message": handoff_message,
+            "notify_number": notify_number}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
@@ -144,7 +158,8 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "webhook_auth": "webhook-auth", "created_at": "created", "reply_cap": "reply-cap",
           "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
           "daily_tokens": "daily-tokens", "pause_label": "pause-label", "owner_number": "owner-number",
-          "command_word": "command-word", "retain_raw": "retain-raw", "retain_messages": "retain-messages"}
+          "command_word": "command-word", "retain_raw": "retain-raw", "retain_messages": "retain-messages",
+          "handoff_phrases": "handoff-phrases", "handoff_pause": "handoff-pause", "handoff_message": "handoff-message"}
 
 
 def shown_settings(tenant: TenantConfig, usage: dict | None = None, stored: dict | None = None) -> dict[str, str]:
@@ -202,6 +217,8 @@ def add(
     country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
     owner_number: str | None = OWNER_NUMBER, command_word: str | None = COMMAND_WORD,
     retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
+    handoff_phrases: str | None = HANDOFF_PHRASES, handoff_pause: str | None = HANDOFF_PAUSE,
+    handoff_message: str | None = HANDOFF_MESSAGE, notify_number: str | None = NOTIFY_NUMBER,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -211,7 +228,8 @@ def add(
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
                                                      country, daily_tokens, pause_label, owner_number,
-                                                     command_word, retain_raw, retain_messages))
+                                                     command_word, retain_raw, retain_messages, handoff_phrases,
+                                                     handoff_pause, handoff_message, notify_number))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -240,6 +258,8 @@ def update(
     country: str | None = COUNTRY, daily_tokens: str | None = DAILY_TOKENS, pause_label: str | None = PAUSE_LABEL,
     owner_number: str | None = OWNER_NUMBER, command_word: str | None = COMMAND_WORD,
     retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
+    handoff_phrases: str | None = HANDOFF_PHRASES, handoff_pause: str | None = HANDOFF_PAUSE,
+    handoff_message: str | None = HANDOFF_MESSAGE, notify_number: str | None = NOTIFY_NUMBER,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
@@ -248,7 +268,8 @@ def update(
     changes = dataclasses.replace(changes, **_policy(reply_cap, max_reply_chars, hours, timezone, closed, special,
                                                      no_closed, no_special, hours_mode, away_message, locale,
                                                      country, daily_tokens, pause_label, owner_number,
-                                                     command_word, retain_raw, retain_messages))
+                                                     command_word, retain_raw, retain_messages, handoff_phrases,
+                                                     handoff_pause, handoff_message, notify_number))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())

@@ -21,11 +21,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hybridflow import events as ev
-from hybridflow import jobs, pauses
+from hybridflow import handoff, jobs, pauses
 from hybridflow.commands import is_command
 from hybridflow.events import Author
 from hybridflow.models import ALIASES, EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
+from hybridflow.service import owner_commands
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import dialect_insert, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
@@ -56,6 +57,7 @@ class Reason(StrEnum):
     AUTO_RESUME = "auto_resume"
     OPERATOR = "operator"
     RATE_LIMITED = "rate_limited"  # the chat's reply cap was reached
+    CUSTOMER_REQUEST = "customer_request"  # the customer asked for a person (a handoff phrase)
 
 
 REPLY_QUEUED, PAUSED, IGNORED_PAUSED = Action.REPLY_QUEUED, Action.PAUSED, Action.IGNORED_PAUSED
@@ -64,7 +66,7 @@ IGNORED_HOURS, COMMAND = Action.IGNORED_HOURS, Action.COMMAND
 CUSTOMER, OWNER, API, BOT = Author.CUSTOMER, Author.OWNER, Author.API, Author.BOT
 HUMAN_MESSAGE, API_TAKEOVER, AUTO_RESUME, OPERATOR = (Reason.HUMAN_MESSAGE, Reason.API_TAKEOVER, Reason.AUTO_RESUME,
                                                       Reason.OPERATOR)
-RATE_LIMITED = Reason.RATE_LIMITED
+RATE_LIMITED, CUSTOMER_REQUEST = Reason.RATE_LIMITED, Reason.CUSTOMER_REQUEST
 
 TENANT_PAUSED = "tenant_paused"  # why a customer is not answered while the whole tenant is paused
 
@@ -230,6 +232,10 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         return IGNORED_PAUSED, TENANT_PAUSED
     if event.kind not in (ev.TEXT, ev.MEDIA) or not event.text:
         return STORED, event.kind if event.kind != ev.MEDIA else "media_without_text"
+    if handoff.asks_for_person(event.text, tenant.handoff_phrases):  # "quero falar com um atendente"
+        session.pause(CUSTOMER_REQUEST, "customer", now, now + timedelta(seconds=tenant.handoff_pause),
+                      event.message_id)
+        return PAUSED, CUSTOMER_REQUEST
     if not tenant.answers_now(now):  # the moment that counts is when the message is received
         return IGNORED_HOURS, None
     cap, _window = tenant.reply_cap
@@ -337,7 +343,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     started = _replies_started(conn, items, sessions, now)
     owner_lids = _owner_lids(conn, items)
     matched_echoes: dict[int, str] = {}
-    results, messages, replies, notices = [], [], [], []
+    results, messages, replies, notices, notifications = [], [], [], [], []
     for item in items:
         event, session = item.event, sessions[(item.tenant.id, item.event.chat_jid)]
         key = (item.tenant.id, event.message_id)
@@ -359,6 +365,16 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                                       due_at=now + timedelta(seconds=item.tenant.debounce)))
         elif action == IGNORED_HOURS and (away := item.tenant.away_text(now)):
             notices.append(_away_notice(item, session, now, away))
+        elif action == PAUSED and reason in (CUSTOMER_REQUEST, RATE_LIMITED):
+            if reason == CUSTOMER_REQUEST and item.tenant.handoff_message:
+                notices.append(jobs.Notice(JobKind.HANDOFF, item.tenant.id, session.id, session.chat_id,
+                                           f"handoff:{event.message_id}", event.message_id,
+                                           item.tenant.handoff_message, due_at=now))
+            if item.tenant.notify_chat:
+                notifications.append(dict(
+                    tenant_id=item.tenant.id, chat_id=item.tenant.notify_chat, key=f"notify:{event.message_id}",
+                    message_id=event.message_id, text=owner_commands.notification(
+                        item.tenant, reason, session.push_name, session.chat_id, event.text, session.resumes_at, now)))
         results.append(IngestResult(action, item.tenant.instance, event.chat_jid, event.message_id, reason,
                                     session.is_paused, session.resumes_at))
     if messages:
@@ -371,6 +387,8 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
+    for notification in notifications:
+        jobs.enqueue_notification(conn, now=now, **notification)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
 

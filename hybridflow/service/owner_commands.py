@@ -26,6 +26,10 @@ _WORDS = {
         "paused": "⏸ pausado", "resumed": "▶ o bot voltou a responder", "in": "em", "all": "todas as conversas",
         "dropped": "respostas na fila descartadas", "kept": "as conversas pausadas uma a uma continuam pausadas",
         "label_on": "o rótulo continua na conversa no WhatsApp", "error": "✗",
+        "asked": "🙋 {who} pediu para falar com uma pessoa", "looped": "⚠️ {who} chegou ao limite de respostas do bot "
+                 "(talvez outro robô do outro lado)", "wrote": "última mensagem", "paused_until": "o bot está pausado "
+                 "nessa conversa", "hand_back": "para devolver ao bot", "budget": "⚠️ o orçamento diário de tokens "
+                 "acabou: o bot não responde até a meia-noite", "failed": "⚠️ uma resposta para {who} falhou",
         "reasons": {"human_message": "você digitou", "api_takeover": "outro sistema enviou",
                     "operator": "pausada à mão", "label": "rótulo", "customer_request": "cliente pediu atendente",
                     "rate_limited": "limite de respostas"},
@@ -39,6 +43,10 @@ _WORDS = {
         "paused": "⏸ paused", "resumed": "▶ the bot answers again", "in": "in", "all": "every chat",
         "dropped": "waiting replies dropped", "kept": "chats paused one by one stay paused",
         "label_on": "the label is still on the chat in WhatsApp", "error": "✗",
+        "asked": "🙋 {who} asked for a person", "looped": "⚠️ {who} reached the bot's reply limit (maybe another "
+                 "bot on the other side)", "wrote": "last message", "paused_until": "the bot is paused in that chat",
+        "hand_back": "to hand it back to the bot", "budget": "⚠️ the daily token budget is used up: the bot does "
+                  "not answer until midnight", "failed": "⚠️ a reply to {who} failed",
         "reasons": {"human_message": "you typed", "api_takeover": "another system sent", "operator": "paused by hand",
                     "label": "label", "customer_request": "customer asked for a person",
                     "rate_limited": "reply limit"},
@@ -119,6 +127,22 @@ async def _has_own_chat(service: Service, tenant: TenantConfig) -> int:
     except HybridFlowError:
         return 0
     return 1
+
+
+def notification(tenant: TenantConfig, reason: str, push_name: str | None, chat_id: str, last_text: str | None,
+                 until: datetime | None, now: datetime) -> str:
+    """What the owner is told when a chat needs a person: who, why, the last message, until when the bot keeps out,
+    and the command that hands the chat back."""
+    w = words(tenant)
+    number = chat_id.partition("@")[0]
+    who = f"{push_name} (+{number})" if push_name else f"+{number}"
+    head = w["asked" if reason == pauses.CUSTOMER_REQUEST else "looped"].format(who=who)
+    lines = [head]
+    if last_text:
+        lines.append(f"{w['wrote']}: \"{last_text[:300]}\"")
+    lines.append(f"{w['paused_until']} {_when(until, tenant, w, now)}")
+    lines.append(f"{w['hand_back']}: {tenant.command_word} on {number}")
+    return "\n".join(lines)
 
 
 def _who(view: SessionView) -> str:

@@ -18,7 +18,7 @@ from hybridflow.config import (DEFAULT_REPLY_CAP, Settings, format_duration, for
                                parse_reply_cap, parse_retention)
 from hybridflow.crypto import SecretBox
 from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInstance
-from hybridflow import jobs, numbers
+from hybridflow import handoff, jobs, numbers
 from hybridflow.hours import DEFAULT_LOCALE, HoursMode, InvalidHours, Schedule, check_locale, should_answer
 from hybridflow.commands import DEFAULT_WORD
 from hybridflow.models import ALIASES, CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
@@ -76,6 +76,10 @@ class TenantConfig:
     owner_source: str | None = None  # instance | operator
     command_word: str = DEFAULT_WORD  # how commands in "Message yourself" start
     owner_lids: frozenset[str] = frozenset()  # the owner's @lid ids, seen with the number in one message
+    handoff_phrases: tuple[str, ...] = handoff.DEFAULT_PHRASES  # a customer who writes one is handed to a person
+    handoff_pause: float = handoff.DEFAULT_PAUSE  # how long a handoff pauses the chat
+    handoff_message: str | None = None  # what the customer is told then, once
+    notify_number: str | None = None  # where notifications go instead of the owner's own chat
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -93,6 +97,11 @@ class TenantConfig:
     def takes_commands(self) -> bool:
         """Commands need to know the owner, and webhooks that prove they come from Evolution."""
         return self.owner_jid is not None and (self.has_webhook_secret or self.has_jwt_key)
+
+    @property
+    def notify_chat(self) -> str | None:
+        """Where the owner is notified on WhatsApp: the notify number, else the owner's own chat; None if unknown."""
+        return self.notify_number or self.owner_jid
 
     def paused_now(self, now: datetime) -> bool:
         """Whether the whole tenant is paused at ``now``."""
@@ -165,6 +174,10 @@ class TenantConfig:
                              if self.owner_jid else "not known yet (learned when the instance connects, or "
                              "--owner-number)"),
             "command_word": self.command_word,
+            "handoff_phrases": ", ".join(self.handoff_phrases) or "off",
+            "handoff_pause": format_duration(self.handoff_pause),
+            "handoff_message": self.handoff_message or "none",
+            "notify": self.notify_chat or "nowhere yet (the owner's number is not known)",
             "paused": ("no" if self.paused_at is None else
                        f"since {self.paused_at.isoformat()} by {self.paused_by}, "
                        + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
@@ -210,6 +223,10 @@ class TenantChanges:
     pause_label: str | None = None  # "" clears it
     owner_number: str | None = None  # the instance's own number as typed; "" forgets it (learned again)
     command_word: str | None = None
+    handoff_phrases: str | None = None  # "atendente, falar com uma pessoa"; "off" disables; "" the defaults again
+    handoff_pause: float | None = None  # seconds
+    handoff_message: str | None = None  # "" removes it
+    notify_number: str | None = None  # typed; "" back to the owner's own chat
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -232,7 +249,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
     "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None,
     "country": None, "daily_tokens": None, "pause_label": None, "owner_jid": None, "owner_source": None,
-    "command_word": None,
+    "command_word": None, "handoff_phrases": None, "handoff_pause": None, "handoff_message": None,
+    "notify_number": None,
 }
 
 
@@ -397,6 +415,11 @@ class Tenants:
             owner_source=row.owner_source,
             command_word=row.command_word or DEFAULT_WORD,
             owner_lids=(lists or {}).get(OWNER_LIDS, frozenset()),
+            handoff_phrases=(handoff.DEFAULT_PHRASES if row.handoff_phrases is None
+                             else handoff.parse_phrases(row.handoff_phrases)),
+            handoff_pause=row.handoff_pause if row.handoff_pause is not None else handoff.DEFAULT_PAUSE,
+            handoff_message=row.handoff_message,
+            notify_number=row.notify_number,
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -558,6 +581,15 @@ class Tenants:
                 values["country"] = numbers.region_code(changes.country)
             except ValueError as exc:
                 raise BadRequest(f"invalid --country: {exc}") from None
+        if changes.handoff_phrases is not None:
+            text = changes.handoff_phrases
+            values["handoff_phrases"] = None if not text.strip() else ",".join(handoff.parse_phrases(text)) or "off"
+        if changes.handoff_pause is not None:
+            if changes.handoff_pause <= 0:
+                raise BadRequest("invalid --handoff-pause: give a duration longer than 0, e.g. 24h")
+            values["handoff_pause"] = changes.handoff_pause
+        if changes.handoff_message is not None:
+            values["handoff_message"] = changes.handoff_message.strip() or None
         if changes.command_word is not None:
             word = changes.command_word.strip()
             if word and (len(word.split()) != 1 or len(word) > 30):
@@ -605,7 +637,7 @@ class Tenants:
                 if any(getattr(changes, name) is not None for name in ("webhook_secret", "jwt_key", "api_version")):
                     self._check(changes, found)  # an older tenant's contradiction does not block other changes
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
-                    updated_at=now, **values | self._owner(changes, found)))
+                    updated_at=now, **values | self._owner(changes, found) | self._notify(changes, found)))
             else:
                 if changes.prompt is None:
                     again = " (it was removed: its old settings are not restored)" if found is not None else ""
@@ -613,10 +645,12 @@ class Tenants:
                 self._check(changes, None)
                 if found is None:
                     await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now,
-                                                                 **values | self._owner(changes, None)))
+                                                                 **values | self._owner(changes, None)
+                                                                 | self._notify(changes, None)))
                 else:
                     await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
-                        **(SETTING_DEFAULTS | values | self._owner(changes, None)), updated_at=now, removed_at=None))
+                        **(SETTING_DEFAULTS | values | self._owner(changes, None) | self._notify(changes, None)),
+                        updated_at=now, removed_at=None))
                     restored = {table.name: (await conn.execute(sa.select(sa.func.count()).select_from(table).where(
                         table.c.tenant_id == found.id))).scalar_one() for table in (SESSIONS, MESSAGES)}
         self._forget(instance)
@@ -652,6 +686,20 @@ class Tenants:
             raise BadRequest(f"invalid --owner-number: {chat.problem or 'not a phone number'}; give the instance's "
                              "full number, e.g. +55 11 98765-4321")
         return {"owner_jid": chat.jids[0], "owner_source": "operator"}
+
+    @staticmethod
+    def _notify(changes: TenantChanges, row: Any) -> dict[str, Any]:
+        """``--notify-number``: where notifications go instead of the owner's own chat ("" back to it)."""
+        if changes.notify_number is None:
+            return {}
+        if not changes.notify_number.strip():
+            return {"notify_number": None}
+        region = (row.country if row is not None else None) or changes.country or numbers.DEFAULT_REGION
+        chat = numbers.parse_chat(changes.notify_number, region)
+        if not chat.complete or not chat.jids[0].endswith("@s.whatsapp.net"):
+            raise BadRequest(f"invalid --notify-number: {chat.problem or 'not a phone number'}; give a full number, "
+                             "e.g. +55 11 98765-4321")
+        return {"notify_number": chat.jids[0]}
 
     async def learn_owner(self, tenant: TenantConfig, jid: str, now: datetime) -> bool:
         """The instance's own number as Evolution reported it (``connection.update``'s ``wuid``); a number set with

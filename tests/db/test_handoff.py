@@ -1,0 +1,113 @@
+"""The customer asks for a person (issue 12, parts 3 and 4), on both databases: a handoff phrase pauses the chat
+for the handoff pause, the handoff message goes out once although the chat is paused, and the owner is notified
+in their own chat (or at the notify number) with who, why, the last message and how to hand the chat back; a loop
+stopped by the reply cap is notified too. Notifications never go to a customer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from hybridflow.errors import BadRequest
+from hybridflow.handoff import asks_for_person, parse_phrases, DEFAULT_PHRASES
+from hybridflow.service import Service, TenantChanges
+from tests.conftest import FakeClock
+from tests.support.builders import CUSTOMER, raw, run_due, upsert
+from tests.support.cli import as_json, ok
+from tests.support.fakes import FakeEvolution
+
+INSTANCE = "test-instance"
+OWNER = "5511955550000@s.whatsapp.net"
+
+
+async def say(service: Service, text: str, **kwargs) -> tuple[str, str | None]:
+    body = upsert(text, **kwargs)
+    result = await service.ingest(body, raw(body))
+    return result.action, result.reason
+
+
+def sent_to(fake_evolution: FakeEvolution, chat: str) -> list[str]:
+    return [t["text"] for t in fake_evolution.sent_texts if t["number"] == chat.partition("@")[0]]
+
+
+@pytest.fixture
+async def shop(service: Service, tenant):  # type: ignore[no-untyped-def]
+    await service.update_tenant(INSTANCE, TenantChanges(owner_number="+55 11 95555-0000",
+                                                        handoff_message="Claro! Já chamo alguém da equipe."))
+    return service
+
+
+async def test_a_customer_asking_for_a_person_pauses_the_chat_gets_the_message_and_the_owner_is_told(
+        shop: Service, clock: FakeClock, fake_evolution: FakeEvolution):
+    service = shop
+    assert await say(service, "Quero falar com um ATENDENTE, por favor!") == ("paused", "customer_request")
+    view = await service.session(INSTANCE, CUSTOMER)
+    assert (view.pause_reason, view.paused_by, view.resumes_at) == ("customer_request", "customer",
+                                                                    clock.now + timedelta(hours=24))
+    statuses = await run_due(service)
+    assert sorted(statuses) == ["sent", "sent"]
+    assert sent_to(fake_evolution, CUSTOMER) == ["Claro! Já chamo alguém da equipe."]
+    [told] = sent_to(fake_evolution, OWNER)
+    lines = told.splitlines()
+    assert [lines[0], lines[1], lines[3]] == [
+        "🙋 Maria (+5511987654321) pediu para falar com uma pessoa",
+        'última mensagem: "Quero falar com um ATENDENTE, por favor!"',
+        "para devolver ao bot: bot on 5511987654321"]
+    assert lines[2].startswith("o bot está pausado nessa conversa até ")
+    assert await say(service, "Alô?") == ("ignored_paused", "customer_request")
+    assert await run_due(service) == []  # once: no second message, no second notification
+
+
+async def test_a_handoff_is_whole_words_only(shop: Service):
+    assert await say(shop, "Qual é o horário do atendimento?") == ("reply_queued", None)  # not "atendente"
+    assert asks_for_person("Can I talk to a person?", DEFAULT_PHRASES) == "talk to a person"
+    assert asks_for_person("humanidade", DEFAULT_PHRASES) is None
+
+
+async def test_the_phrases_and_the_pause_are_settings(shop: Service, clock: FakeClock):
+    await shop.update_tenant(INSTANCE, TenantChanges(handoff_phrases="gerente, falar com o dono", handoff_pause=3600))
+    assert await say(shop, "Quero falar com um atendente") == ("reply_queued", None)  # no longer a phrase
+    assert await say(shop, "Chama o GERENTE", chat="5511911110000@s.whatsapp.net") == ("paused", "customer_request")
+    assert (await shop.session(INSTANCE, "5511911110000@s.whatsapp.net")).resumes_at == clock.now + timedelta(hours=1)
+    await shop.update_tenant(INSTANCE, TenantChanges(handoff_phrases="off"))
+    assert await say(shop, "gerente!", chat="5511922220000@s.whatsapp.net") == ("reply_queued", None)
+    assert parse_phrases("off") == () and parse_phrases(" Falar com o Dono , ") == ("falar com o dono",)
+
+
+async def test_notifications_go_to_the_notify_number_and_a_stopped_loop_is_told(
+        service: Service, tenant, fake_evolution: FakeEvolution):
+    manager = "5511944443333@s.whatsapp.net"
+    await service.update_tenant(INSTANCE, TenantChanges(notify_number="+55 11 94444-3333", reply_cap="1/10m"))
+    assert await say(service, "Olá, sou um robô") == ("reply_queued", None)
+    await run_due(service)
+    assert await say(service, "Olá, sou um robô (2)") == ("paused", "rate_limited")
+    await run_due(service)
+    [told] = sent_to(fake_evolution, manager)
+    assert told.startswith("⚠️ Maria (+5511987654321) chegou ao limite de respostas do bot")
+    # The echo of the notification in the manager's chat is ours: it pauses nothing there.
+    sent = fake_evolution.sent_messages[-1]
+    echo = upsert(told, chat=manager, from_me=True, event="send.message", message_id=sent["key"]["id"])
+    assert (await service.ingest(echo, raw(echo))).action == "own_message"
+    assert not (await service.session(INSTANCE, manager)).is_paused
+
+
+async def test_without_an_owners_number_nobody_is_notified_but_the_handoff_still_holds(service: Service, tenant,
+                                                                                       fake_evolution: FakeEvolution):
+    assert await say(service, "atendente") == ("paused", "customer_request")
+    assert await run_due(service) == [] and fake_evolution.sent_texts == []
+
+
+async def test_bad_handoff_settings_are_refused(service: Service, tenant):
+    for changes in (TenantChanges(handoff_pause=0), TenantChanges(notify_number="1234")):
+        with pytest.raises(BadRequest):
+            await service.update_tenant(INSTANCE, changes)
+
+
+def test_handoff_options_from_the_command_line(hf):  # type: ignore[no-untyped-def]
+    ok(hf("tenants", "add", INSTANCE, "--prompt", "Você atende a Padaria Boa.", "--handoff-phrases",
+          "atendente, gerente", "--handoff-pause", "2h", "--handoff-message", "Já chamo alguém!",
+          "--notify-number", "+55 11 94444-3333"))
+    shown = as_json(hf("tenants", "show", INSTANCE, "--json"))
+    assert (shown["handoff_phrases"], shown["handoff_pause"], shown["handoff_message"], shown["notify"]) == (
+        "atendente, gerente", "2h", "Já chamo alguém!", "5511944443333@s.whatsapp.net")
