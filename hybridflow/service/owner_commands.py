@@ -145,6 +145,15 @@ def notification(tenant: TenantConfig, reason: str, push_name: str | None, chat_
     return "\n".join(lines)
 
 
+def problem(tenant: TenantConfig, status: str, chat_id: str, error: str) -> str:
+    """What the owner is told when a reply failed for good, or the daily budget stopped the replies."""
+    w = words(tenant)
+    number = chat_id.partition("@")[0]
+    if status == "skipped_budget":
+        return f"{w['budget']} ({error})"
+    return f"{w['failed'].format(who='+' + number)}: {error[:300]}"
+
+
 def _who(view: SessionView) -> str:
     number = view.chat_id.partition("@")[0]
     shown = f"+{number}" if view.chat_id.endswith("@s.whatsapp.net") else view.chat_id

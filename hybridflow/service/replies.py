@@ -26,6 +26,7 @@ from hybridflow.jobs import (CANCELLED, FAILED, RETRY, RUNNING, SENDING, SENT, S
                              JobKind, JobStatus, WriteOp)
 from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
+from hybridflow.service import owner_commands
 from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.store import Store
 
@@ -216,7 +217,22 @@ class Replies:
                                             error=error, now=self.clock()))
         (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error, kind=job.kind)
         self.metrics.reply(status)
+        if job.kind == JobKind.REPLY and status in (FAILED, SKIPPED_BUDGET):
+            await self._notify_owner(job, status, error)
         return status
+
+    async def _notify_owner(self, job: Job, status: JobStatus, error: str) -> None:
+        """Tell the owner once: of each reply that failed for good, and of the first reply of the day the budget
+        stopped."""
+        tenant = await self.tenants.get_by_id(job.tenant_id)
+        if tenant.notify_chat is None:
+            return
+        now = self.clock()
+        key = (f"failed:{job.id}" if status == FAILED
+               else f"budget:{now.astimezone(tenant.zone).date().isoformat()}")
+        text = owner_commands.problem(tenant, status, job.chat_id, error)
+        await self.submit(functools.partial(jobs.enqueue_notification, tenant_id=tenant.id, chat_id=tenant.notify_chat,
+                                            key=key, message_id=job.trigger_message_id, text=text, now=now))
 
     async def _presence(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
         try:

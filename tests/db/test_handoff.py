@@ -111,3 +111,26 @@ def test_handoff_options_from_the_command_line(hf):  # type: ignore[no-untyped-d
     shown = as_json(hf("tenants", "show", INSTANCE, "--json"))
     assert (shown["handoff_phrases"], shown["handoff_pause"], shown["handoff_message"], shown["notify"]) == (
         "atendente, gerente", "2h", "Já chamo alguém!", "5511944443333@s.whatsapp.net")
+
+
+async def test_the_owner_is_told_once_a_day_that_the_budget_ran_out_and_of_each_reply_that_failed(
+        shop: Service, fake_ollama, fake_evolution: FakeEvolution):
+    service = shop
+    await service.update_tenant(INSTANCE, TenantChanges(daily_tokens=1))
+    fake_ollama.prompt_tokens, fake_ollama.answer_tokens = 5, 5
+    await say(service, "Oi")
+    assert await run_due(service) == ["sent"]  # it started with tokens left
+    for n in range(2):
+        await say(service, "Oi", chat=f"551193333000{n}@s.whatsapp.net")
+        assert "skipped_budget" in await run_due(service)  # (with the notification queued before it)
+    await run_due(service)
+    budget = [t for t in sent_to(fake_evolution, OWNER) if "orçamento" in t]
+    assert len(budget) == 1 and budget[0].startswith("⚠️ o orçamento diário de tokens acabou")
+
+    await service.update_tenant(INSTANCE, TenantChanges(daily_tokens=0))
+    fake_ollama.fail_next(404)  # the model is gone: a permanent failure
+    await say(service, "Oi de novo", chat="5511933339999@s.whatsapp.net")
+    assert await run_due(service) == ["failed"]
+    assert await run_due(service) == ["sent"]  # the notification
+    [failed] = [t for t in sent_to(fake_evolution, OWNER) if "falhou" in t]
+    assert failed.startswith("⚠️ uma resposta para +5511933339999 falhou: ")
