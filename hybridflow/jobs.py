@@ -269,7 +269,7 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
     pausable = RULES[job.kind].skipped_when_paused  # an answer to the owner goes out whatever is paused
     chat_paused = pausable and session.is_paused
-    if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now)):
+    if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now, lock=True)):
         what = "the chat" if chat_paused else "the whole tenant (bot off all)"
         conn.execute(sa.update(JOBS).where(mine).values(
             status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
@@ -415,14 +415,17 @@ def echo_seen(conn: Connection, job_id: int) -> bool:
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-def tenants_paused(conn: Connection, tenant_ids: Iterable[int], now: datetime) -> set[int]:
-    """Which of these tenants are paused as a whole at ``now`` ("bot off all")."""
+def tenants_paused(conn: Connection, tenant_ids: Iterable[int], now: datetime, *, lock: bool = False) -> set[int]:
+    """Which of these tenants are paused as a whole at ``now`` ("bot off all"). ``lock``: on PostgreSQL, hold the
+    tenants' rows (FOR SHARE) so that a pause being committed waits for this transaction, or is seen by it."""
     ids = list(tenant_ids)
     if not ids:
         return set()
-    return set(conn.execute(sa.select(TENANTS.c.id).where(
-        TENANTS.c.id.in_(ids), TENANTS.c.paused_at.is_not(None),
-        sa.or_(TENANTS.c.paused_until.is_(None), TENANTS.c.paused_until > now))).scalars())
+    query = sa.select(TENANTS.c.id, TENANTS.c.paused_at, TENANTS.c.paused_until).where(TENANTS.c.id.in_(ids))
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    return {r.id for r in conn.execute(query)
+            if r.paused_at is not None and (r.paused_until is None or r.paused_until > now)}
 
 
 def skip_tenant_queued(conn: Connection, tenant_id: int, now: datetime, reason: str) -> int:

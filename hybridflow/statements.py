@@ -8,6 +8,7 @@ from an ``AsyncConnection`` through ``conn.run_sync(...)``.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -83,6 +84,13 @@ def stored_directions(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple
 @functools.cache
 def _tombstone(dialect: str) -> Any:
     return dialect_insert(dialect, TOMBSTONES).on_conflict_do_nothing(index_elements=["tenant_id", "message_id"])
+
+
+def echo_key(chat_id: str, text: str | None) -> str:
+    """The tombstone of a reply text sent to a chat that was then forgotten: its echo, however late, is a duplicate
+    (a digest of chat and text, not the text)."""
+    digest = hashlib.sha256(f"{chat_id}\n{(text or '').strip()}".encode("utf-8", "replace")).hexdigest()
+    return f"echo:{digest[:40]}"
 
 
 def add_tombstones(conn: Connection, pairs: Iterable[tuple[int, str]], now: datetime) -> None:

@@ -119,6 +119,7 @@ def _write_backup(source: Path, target: Path, describe: str, force: bool) -> Bac
         if target.exists() and not force:  # appeared while copying
             raise Conflict(f"{target} exists: give another PATH, or --force to replace it")
         try:
+            os.chmod(partial, 0o600)  # customers' messages: readable by the owner of the file only
             os.replace(partial, target)
             _sync_directory(target.parent)
         except OSError as exc:

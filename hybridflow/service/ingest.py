@@ -28,7 +28,7 @@ from hybridflow.models import ALIASES, EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
 from hybridflow.service import owner_commands
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.statements import dialect_insert, lock_sessions, pairs_in, stored_directions
+from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
 
@@ -188,12 +188,14 @@ def _change(change: str, reason: str, actor: str, at: datetime, message_id: str 
 
 
 def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bool, echo: bool,
-           recent_replies: int = 0, reply_waiting: bool = False, owner_chat: bool = False) -> tuple[str, str | None]:
+           recent_replies: int = 0, reply_waiting: bool = False, owner_chat: bool = False,
+           tenant_paused: bool | None = None) -> tuple[str, str | None]:
     """The action for one message, applying its effect to ``session``. Returns (action, reason).
 
     ``recent_replies``: model replies the chat got within the tenant's reply-cap window; ``reply_waiting``: a
     reply is queued for it already (the message joins it, so it starts no new reply); ``owner_chat``: the chat is
-    the owner's own by an @lid learned after the tenant was read.
+    the owner's own by an @lid learned after the tenant was read; ``tenant_paused``: whether the whole tenant is
+    paused as the database says now (None: as the tenant read a few seconds ago says).
     """
     event, tenant = item.event, item.tenant
     if echo:
@@ -228,7 +230,7 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
         session.resume(AUTO_RESUME, "webhook", now, event.message_id)
     if session.is_paused:
         return IGNORED_PAUSED, session.pause_reason
-    if tenant.paused_now(now):  # "bot off all": the whole tenant is paused
+    if tenant.paused_now(now) if tenant_paused is None else tenant_paused:  # "bot off all": the whole tenant
         return IGNORED_PAUSED, TENANT_PAUSED
     if event.kind not in (ev.TEXT, ev.MEDIA) or not event.text:
         return STORED, event.kind if event.kind != ev.MEDIA else "media_without_text"
@@ -338,23 +340,30 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     keys = {(i.tenant.id, i.event.chat_jid): i.event.chat_kind for i in items}
     locked = lock_sessions(conn, keys, now)
     sessions = {key: SessionState.from_row(row) for key, row in locked.items()}
-    stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items})
+    # Our replies to a chat forgotten while they were in flight leave a tombstone of their text: a late echo is
+    # a duplicate, and recreates no chat.
+    echoes = {id(i): (i.tenant.id, echo_key(i.event.chat_jid, i.event.text)) for i in items
+              if i.event.sent_by_instance and i.event.text}
+    stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items} | set(echoes.values()))
     sends = own_sends(conn, items, sessions, now)
     started = _replies_started(conn, items, sessions, now)
     owner_lids = _owner_lids(conn, items)
+    # A tenant read as paused may have been resumed since (by another process): the database says.
+    still_paused = jobs.tenants_paused(conn, {i.tenant.id for i in items if i.tenant.paused_now(now)}, now)
     matched_echoes: dict[int, str] = {}
     results, messages, replies, notices, notifications = [], [], [], [], []
     for item in items:
         event, session = item.event, sessions[(item.tenant.id, item.event.chat_jid)]
         key = (item.tenant.id, event.message_id)
-        duplicate = key in stored
+        duplicate = key in stored or echoes.get(id(item)) in stored
         # Our own reply is stored when it is sent: a late (or repeated) echo of it finds that row.
         echo = stored.get(key) == BOT or _is_echo(item, sends, matched_echoes)
         times, waiting = started.get(session.id, ([], False))
         since = now - timedelta(seconds=item.tenant.reply_cap[1])
         action, reason = decide(item, session, now, duplicate=duplicate, echo=echo,
                                 recent_replies=sum(1 for t in times if t >= since), reply_waiting=waiting,
-                                owner_chat=(item.tenant.id, event.chat_jid) in owner_lids)
+                                owner_chat=(item.tenant.id, event.chat_jid) in owner_lids,
+                                tenant_paused=item.tenant.id in still_paused if item.tenant.paused_now(now) else None)
         if action == REPLY_QUEUED and not waiting:
             started[session.id] = ([*times, now], True)  # later messages of this batch join this reply
         if not duplicate:
@@ -379,7 +388,8 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                                     session.is_paused, session.resumes_at))
     if messages:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
-    _remember_aliases(conn, items)
+    new_ids = {(m["tenant_id"], m["message_id"]) for m in messages if m["direction"] != BOT}
+    _remember_aliases(conn, [i for i in items if (i.tenant.id, i.event.message_id) in new_ids])
     # A chat created by this batch that kept nothing (only ids of a forgotten chat, answered duplicate) is not kept.
     kept = {m["session_id"] for m in messages}
     _drop_sessions(conn, [s.id for key, s in sessions.items()

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Connection
 
 from hybridflow import labels, pauses
@@ -25,6 +26,7 @@ from hybridflow.statements import insert_for, lock_sessions
 
 LABEL_PAUSED, LABEL_RESUMED, LABEL_STORED = Action.LABEL_PAUSED, Action.LABEL_RESUMED, Action.LABEL_STORED
 ACTOR = "label"
+log = structlog.get_logger("hybridflow.labels")
 
 
 def apply(conn: Connection, tenant: TenantConfig, change: labels.LabelEdit | labels.LabelAssociation,
@@ -62,7 +64,9 @@ def _edit(conn: Connection, tenant: TenantConfig, change: labels.LabelEdit, now:
             state.lift(pauses.LABEL, ACTOR, now, key=change.label_id)
     write_sessions(conn, states, now)
     action = LABEL_PAUSED if now_pausing else LABEL_RESUMED
-    return IngestResult(action, tenant.instance, reason=f"{reason}: {len(states)} chats")
+    # The reason is one of a few words (it labels a metric); how many chats changed goes to the log.
+    log.info("label.applied", tenant=tenant.instance, label_id=change.label_id, action=action, chats=len(states))
+    return IngestResult(action, tenant.instance, reason=reason)
 
 
 def _association(conn: Connection, tenant: TenantConfig, change: labels.LabelAssociation,

@@ -23,7 +23,7 @@ _WORDS = {
     "pt": {
         "active": "respondendo", "paused_chats": "pausadas", "none_paused": "nenhuma conversa pausada",
         "tenant_paused": "⏸ o bot está pausado em todas as conversas", "until": "até", "until_lifted": "até retomar",
-        "paused": "⏸ pausado", "resumed": "▶ o bot voltou a responder", "in": "em", "all": "todas as conversas",
+        "paused": "⏸ pausado", "resumed": "▶ o bot voltou a responder", "not_paused": "▶ o bot já respondia", "in": "em", "all": "todas as conversas",
         "dropped": "respostas na fila descartadas", "kept": "as conversas pausadas uma a uma continuam pausadas",
         "label_on": "o rótulo continua na conversa no WhatsApp", "error": "✗",
         "asked": "🙋 {who} pediu para falar com uma pessoa", "looped": "⚠️ {who} chegou ao limite de respostas do bot "
@@ -40,7 +40,7 @@ _WORDS = {
     "en": {
         "active": "answering", "paused_chats": "paused", "none_paused": "no chat is paused",
         "tenant_paused": "⏸ the bot is paused in every chat", "until": "until", "until_lifted": "until resumed",
-        "paused": "⏸ paused", "resumed": "▶ the bot answers again", "in": "in", "all": "every chat",
+        "paused": "⏸ paused", "resumed": "▶ the bot answers again", "not_paused": "▶ the bot was answering already", "in": "in", "all": "every chat",
         "dropped": "waiting replies dropped", "kept": "chats paused one by one stay paused",
         "label_on": "the label is still on the chat in WhatsApp", "error": "✗",
         "asked": "🙋 {who} asked for a person", "looped": "⚠️ {who} reached the bot's reply limit (maybe another "
@@ -88,6 +88,8 @@ async def _one(service: Service, tenant: TenantConfig, command: Command, w: dict
                                    duration=None if until is None else (until - now).total_seconds())
         return f"{w['paused']}: {_who(view)} · {_when(until, tenant, w, now)}"
     view = await service.resume(tenant.instance, command.target, actor="owner")
+    if view.note and "not paused" in view.note:
+        return f"{w['not_paused']}: {_who(view)}"
     extra = f" ({w['label_on']})" if view.note and "label" in view.note else ""
     return f"{w['resumed']}: {_who(view)}{extra}"
 

@@ -30,7 +30,7 @@ from hybridflow import jobs
 from hybridflow.config import Settings
 from hybridflow.models import ALIASES, CHAT_LABELS, EVENTS, JOBS, MESSAGES, RAW_KEPT, SESSIONS, TENANTS, TOMBSTONES
 from hybridflow.service.tenants import effective_retention
-from hybridflow.statements import add_tombstones, pairs_in
+from hybridflow.statements import add_tombstones, echo_key, pairs_in
 from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.retention")
@@ -159,6 +159,11 @@ def erase_chat(conn: Connection, tenant_id: int, chat_id: str, now: datetime, *,
     ids = set(conn.execute(sa.select(MESSAGES.c.message_id).where(MESSAGES.c.session_id == session_id)).scalars())
     ids |= set(conn.execute(sa.select(JOBS.c.sent_message_id).where(
         JOBS.c.session_id == session_id, JOBS.c.sent_message_id.is_not(None))).scalars())
+    # A text handed to Evolution whose echo has not come back (a send that timed out, is being retried, or whose
+    # outcome is unknown) may still echo later: its tombstone keeps that echo from recreating the chat.
+    ids |= {echo_key(chat_id, text) for text in conn.execute(sa.select(JOBS.c.reply_text).where(
+        JOBS.c.session_id == session_id, JOBS.c.reply_text.is_not(None), JOBS.c.attempted_at.is_not(None),
+        JOBS.c.sent_message_id.is_(None))).scalars()}
     add_tombstones(conn, [(tenant_id, mid) for mid in sorted(ids)], now)
     counts = {"messages": conn.execute(sa.delete(MESSAGES).where(MESSAGES.c.session_id == session_id)).rowcount,
               "replies": jobs.delete_for_session(conn, session_id),

@@ -21,10 +21,14 @@ from hybridflow.errors import BadRequest, Conflict, HybridFlowError, UnknownInst
 from hybridflow import handoff, jobs, numbers
 from hybridflow.hours import DEFAULT_LOCALE, HoursMode, InvalidHours, Schedule, check_locale, should_answer
 from hybridflow.commands import DEFAULT_WORD
-from hybridflow.models import ALIASES, CONTACTS, EVENTS, JOBS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.models import (ALIASES, CHAT_LABELS, CONTACTS, EVENTS, JOBS, LABELS, MESSAGES, SESSIONS, TENANTS,
+                               TOMBSTONES)
 from hybridflow.store import Store
 
 HISTORY = (JOBS, EVENTS, MESSAGES, SESSIONS)  # a tenant's rows, in an order that deletes them safely
+# What else refers to a tenant: deleted with its history (labels and aliases are about its chats; tombstones of
+# its deleted messages would otherwise be inherited by a new tenant that gets the same id).
+BESIDE_HISTORY = (CHAT_LABELS, LABELS, ALIASES, TOMBSTONES)
 CACHE_SECONDS = 5.0
 API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
@@ -178,7 +182,7 @@ class TenantConfig:
             "handoff_pause": format_duration(self.handoff_pause),
             "handoff_message": self.handoff_message or "none",
             "notify": self.notify_chat or "nowhere yet (the owner's number is not known)",
-            "paused": ("no" if self.paused_at is None else
+            "paused": ("no" if self.paused_at is None or not self.paused_now(datetime.now(UTC)) else
                        f"since {self.paused_at.isoformat()} by {self.paused_by}, "
                        + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
             "ignore": sorted(self.ignored),
@@ -247,10 +251,9 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "model": None, "resume_after": None, "debounce": None, "api_version": "v2", "allow_groups": False,
     "send_presence": False, "mark_read": False, "reply_cap_count": None, "reply_cap_window": None,
     "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
-    "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None,
-    "country": None, "daily_tokens": None, "pause_label": None, "owner_jid": None, "owner_source": None,
-    "command_word": None, "handoff_phrases": None, "handoff_pause": None, "handoff_message": None,
-    "notify_number": None,
+    "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None, "pause_label": None,
+    "owner_jid": None, "owner_source": None, "command_word": None, "handoff_phrases": None, "handoff_pause": None,
+    "handoff_message": None, "notify_number": None, "paused_at": None, "paused_until": None, "paused_by": None,
 }
 
 
@@ -761,7 +764,7 @@ class Tenants:
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == tenant.id).values(removed_at=now))
                 self._forget(instance)
                 return {name: 0 for name in counts}
-            for table in HISTORY:
+            for table in (*HISTORY, *BESIDE_HISTORY):
                 await conn.execute(sa.delete(table).where(table.c.tenant_id == tenant.id))
             await conn.execute(sa.delete(TENANTS).where(TENANTS.c.id == tenant.id))
         self._forget(instance)

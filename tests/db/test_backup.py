@@ -186,3 +186,11 @@ def test_postgresql_gets_the_pg_dump_command_without_the_password(postgres_url, 
     assert command[2] == postgres_url  # the URL as given, minus the password: pg_dump can use it as it is
     assert list(backups.iterdir()) == []
 
+
+
+def test_a_backup_is_readable_by_its_owner_only(shop, tmp_path):  # type: ignore[no-untyped-def]
+    import stat
+
+    target = tmp_path / "private.db"
+    ok(shop("backup", str(target)))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # customers' messages: not for other users of the server

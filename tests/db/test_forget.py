@@ -231,3 +231,25 @@ async def test_forgetting_a_labelled_chat_erases_its_labels_and_it_comes_back_as
     assert (forgotten.labels, forgotten.sessions) == (1, 1)
     assert await rows(service.store, "SELECT count(*) FROM chat_labels") == [(0,)]
     assert await send(service, upsert("Olá, sou nova aqui")) == "reply_queued"  # not paused by the old label
+
+
+async def test_a_reply_whose_send_timed_out_echoes_after_the_forget_as_a_duplicate(service: Service, tenant,
+                                                                                  fake_evolution: FakeEvolution):
+    await send(service, upsert("Oi"))
+    [job] = await service.replies.claim(1)
+    assert await service.replies._attempt(job, "Olá! Como posso ajudar?") == "sending"
+    await service.writer.submit(functools.partial(  # Evolution timed out: the send is retried later, its fate unknown
+        jobs.retry_later, job_id=job.id, from_status=jobs.SENDING, due_at=service.clock(), error="timed out",
+        now=service.clock()))
+    await service.forget(INSTANCE, CUSTOMER)
+    late = upsert("Olá! Como posso ajudar?", from_me=True, event="send.message", message_id="LATE-ECHO")
+    assert await send(service, late) == "duplicate"  # not an API takeover of a chat that is gone
+    assert await left_of(service) == NOTHING
+
+
+async def test_a_retried_webhook_after_the_forget_does_not_bring_back_the_chats_lid(service: Service, tenant):
+    body = upsert("Oi", remoteJidAlt="123456789@lid")
+    await send(service, body)
+    await service.forget(INSTANCE, CUSTOMER)
+    assert await send(service, body) == "duplicate"
+    assert await rows(service.store, "SELECT count(*) FROM chat_aliases") == [(0,)]

@@ -75,15 +75,15 @@ async def test_names_match_ignoring_case_accents_and_spaces_and_a_rename_applies
     await send(service, label_edit("3", "Novo cliente"))
     assert await send(service, label_on("3")) == ("label_stored", "other_label")
     # Renamed on the phone to the pause label, written another way: the chat that carries it is paused now.
-    assert await send(service, label_edit("3", "  ATENDIMENTO  Humano ")) == ("label_paused", "renamed: 1 chats")
+    assert await send(service, label_edit("3", "  ATENDIMENTO  Humano ")) == ("label_paused", "renamed")
     assert (await service.session(INSTANCE, CUSTOMER)).pause_reason == "label"
-    assert await send(service, label_edit("3", "Antigo")) == ("label_resumed", "renamed: 1 chats")
+    assert await send(service, label_edit("3", "Antigo")) == ("label_resumed", "renamed")
     assert not (await service.session(INSTANCE, CUSTOMER)).is_paused
 
 
 async def test_a_label_deleted_on_the_phone_lifts_its_pauses(labelled: Service):
     await send(labelled, label_on("7"))
-    assert await send(labelled, label_edit("7", "Bot off", deleted=True)) == ("label_resumed", "deleted: 1 chats")
+    assert await send(labelled, label_edit("7", "Bot off", deleted=True)) == ("label_resumed", "deleted")
     assert await send(labelled, label_edit("7", "Bot off", deleted=True)) == ("label_stored", "deleted")  # sent twice
     assert not (await labelled.session(INSTANCE, CUSTOMER)).is_paused
 
@@ -92,7 +92,7 @@ async def test_an_association_before_the_labels_name_is_kept_and_applies_when_th
         service: Service, tenant):
     await service.update_tenant(INSTANCE, TenantChanges(pause_label="Bot off"))
     assert await send(service, label_on("9")) == ("label_stored", "unknown_label")
-    assert await send(service, label_edit("9", "bot off")) == ("label_paused", "known: 1 chats")
+    assert await send(service, label_edit("9", "bot off")) == ("label_paused", "known")
     assert (await service.session(INSTANCE, CUSTOMER)).is_paused
 
 
@@ -134,3 +134,14 @@ def test_tenants_labels_lists_what_arrived(hf):  # type: ignore[no-untyped-def]
     assert listed == {"pause_label": "Bot off", "labels": []}
     assert "No labels known yet" in ok(hf("tenants", "labels", INSTANCE)).stdout
     assert as_json(hf("tenants", "show", INSTANCE, "--json"))["pause_label"] == "Bot off"
+
+
+async def test_a_tenant_with_labels_and_aliases_is_removed_with_its_history(labelled: Service):
+    body = upsert("Oi", remoteJidAlt=LID)
+    await send(labelled, body)
+    await send(labelled, label_on("7"))
+    counts = await labelled.remove_tenant(INSTANCE, history="delete")
+    assert counts["messages"] == 1
+    with pytest.raises(Exception) as gone:
+        await labelled.tenant(INSTANCE)
+    assert getattr(gone.value, "status", None) == 404

@@ -129,3 +129,12 @@ def test_tenants_pause_and_resume_from_the_command_line(hf):  # type: ignore[no-
     assert as_json(hf("tenants", "show", INSTANCE, "--json"))["paused"] == "no"
     refused = hf("tenants", "pause", INSTANCE, "--for", "a while")
     assert refused.exit_code == 2 and "30m, 2h, 1d or until 18:00" in refused.stderr
+
+
+async def test_a_process_that_read_the_tenant_paused_answers_as_soon_as_another_resumed_it(service: Service, tenant,
+                                                                                          settings, clock: FakeClock):
+    await service.pause_tenant(INSTANCE)
+    async with Service.open(settings, clock=clock) as other:
+        assert await say(other, upsert("Oi")) == ("ignored_paused", "tenant_paused")  # it caches the paused tenant
+        await service.resume_tenant(INSTANCE)  # from the phone, through the first process
+        assert await say(other, upsert("Oi de novo")) == ("reply_queued", None)  # not 5 s of silence
