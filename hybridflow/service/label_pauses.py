@@ -18,9 +18,9 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from hybridflow import labels, pauses
-from hybridflow.models import ALIASES, CHAT_LABELS, LABELS, SESSIONS
+from hybridflow.models import ALIASES, CHAT_LABELS, LABELS, MESSAGES, SESSIONS
 from hybridflow.service.ingest import Action, IngestResult, SessionState, write_sessions
-from hybridflow.service.sessions import kind_of
+from hybridflow.service.sessions import LID_SEARCH_LIMIT, kind_of, lid_of
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import insert_for, lock_sessions
 
@@ -102,7 +102,21 @@ def _chat_of(conn: Connection, tenant_id: int, chat_id: str) -> str:
         return chat_id
     alias = conn.execute(sa.select(ALIASES.c.chat_id).where(
         ALIASES.c.tenant_id == tenant_id, ALIASES.c.lid == chat_id)).scalar()
-    return alias or chat_id
+    if alias is not None:
+        return alias
+    if conn.execute(sa.select(SESSIONS.c.id).where(SESSIONS.c.tenant_id == tenant_id,
+                                                   SESSIONS.c.chat_id == chat_id)).first() is not None:
+        return chat_id  # a chat known by its LID only
+    # Messages stored before aliases were kept name the LID in their raw body only (bounded search, newest first).
+    rows = conn.execute(sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw).where(
+        MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != chat_id,
+        MESSAGES.c.raw.contains(chat_id, autoescape=True)).order_by(MESSAGES.c.id.desc()).limit(LID_SEARCH_LIMIT))
+    for row in rows:
+        if row.raw and lid_of(row.raw) == chat_id:
+            conn.execute(insert_for(conn, ALIASES).values(tenant_id=tenant_id, lid=chat_id, chat_id=row.chat_id)
+                         .on_conflict_do_nothing(index_elements=["tenant_id", "lid"]))
+            return row.chat_id
+    return chat_id
 
 
 def _sessions(conn: Connection, tenant: TenantConfig, chat_ids: list[str], now: datetime) -> list[SessionState]:

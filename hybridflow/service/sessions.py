@@ -199,11 +199,12 @@ async def _chats_by_lid(conn: AsyncConnection, tenant_id: int, lid: str) -> tupl
         .where(MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != lid,
                MESSAGES.c.raw.contains(lid, autoescape=True))
         .order_by(MESSAGES.c.id.desc()).limit(LID_SEARCH_LIMIT))
-    chat_ids = tuple(dict.fromkeys(row.chat_id for row in rows if _lid_of(row.raw) == lid))
+    chat_ids = tuple(dict.fromkeys(row.chat_id for row in rows if lid_of(row.raw) == lid))
     return await _chats_with_ids(conn, tenant_id, chat_ids)
 
 
-def _lid_of(raw: str) -> str | None:
+def lid_of(raw: str) -> str | None:
+    """The @lid a stored raw body names for its chat, if any."""
     try:
         body = json.loads(raw)
     except ValueError:

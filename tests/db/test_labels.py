@@ -145,3 +145,16 @@ async def test_a_tenant_with_labels_and_aliases_is_removed_with_its_history(labe
     with pytest.raises(Exception) as gone:
         await labelled.tenant(INSTANCE)
     assert getattr(gone.value, "status", None) == 404
+
+
+async def test_a_lid_chat_id_finds_a_chat_whose_alias_was_never_kept(labelled: Service):
+    service = labelled
+    body = upsert("Oi")
+    body["data"]["key"]["remoteJid"], body["data"]["key"]["remoteJidAlt"] = LID, CUSTOMER
+    await send(service, body)
+    async with service.store.write() as conn:  # as a database from before aliases were kept
+        from hybridflow.models import ALIASES
+        await conn.execute(ALIASES.delete())
+    assert await send(service, label_on("7", chat=LID)) == ("label_paused", "label")
+    assert (await service.session(INSTANCE, CUSTOMER)).pause_reason == "label"
+    assert await send(service, upsert("Oi?")) == ("ignored_paused", "label")
