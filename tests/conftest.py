@@ -148,6 +148,18 @@ async def tenant(service: Service):  # type: ignore[no-untyped-def]
         prompt="You are the assistant of Padaria Boa. Answer briefly.", api_key=EVOLUTION_API_KEY))
 
 
+@pytest.fixture
+async def app_client(service: Service, tenant, fake_evolution: FakeEvolution, aiohttp_client):  # type: ignore[no-untyped-def]
+    """`serve` in-process: webhook, reply worker and sweep; Evolution posts its echo back to us, as it does."""
+    from hybridflow.web import create_app
+
+    fake_evolution.api_key = EVOLUTION_API_KEY
+    fake_evolution.instances = {"test-instance"}
+    client = await aiohttp_client(create_app(service))
+    fake_evolution.echo_webhook_url = str(client.make_url("/webhooks/evolution"))
+    return client
+
+
 def with_settings(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes)
 

@@ -16,7 +16,7 @@ from hybridflow.config import Settings
 from hybridflow.service import Service
 from hybridflow.web import create_app
 from tests.conftest import EVOLUTION_API_KEY
-from tests.support.builders import CUSTOMER, eventually, owner, raw, upsert
+from tests.support.builders import CUSTOMER, eventually, owner, posted, raw, upsert
 from tests.support.cli import as_json, invoke, ok, one_line_error
 from tests.support.fakes import FakeEvolution, FakeOllama
 
@@ -139,20 +139,6 @@ def test_a_chat_of_a_tenant_removed_with_its_history_kept_can_still_be_exported(
 # --- replies sent and failed, by the real worker ------------------------------------------------------------------
 
 
-@pytest.fixture
-async def app_client(service: Service, tenant, fake_evolution: FakeEvolution, aiohttp_client) -> TestClient:  # type: ignore[no-untyped-def]
-    """`serve` in-process: webhook, reply worker and sweep; Evolution posts its echo back to us."""
-    fake_evolution.api_key = EVOLUTION_API_KEY
-    fake_evolution.instances = {"test-instance"}
-    client = await aiohttp_client(create_app(service))
-    fake_evolution.echo_webhook_url = str(client.make_url("/webhooks/evolution"))
-    return client
-
-
-async def post(client: TestClient, body: dict) -> str:
-    response = await client.post("/webhooks/evolution", data=raw(body), headers={"Content-Type": "application/json"})
-    assert response.status == 200, await response.text()
-    return (await response.json())["action"]
 
 
 async def export_json(settings: Settings) -> dict:
@@ -170,10 +156,10 @@ async def statuses(service: Service) -> list[str]:
 async def test_the_replies_sent_and_failed_are_in_the_export_with_their_text_and_error(
         app_client: TestClient, service: Service, settings: Settings, fake_evolution: FakeEvolution,
         fake_ollama: FakeOllama) -> None:
-    assert await post(app_client, upsert("Vocês abrem domingo?", message_id="M-ASK")) == "reply_queued"
+    assert await posted(app_client, upsert("Vocês abrem domingo?", message_id="M-ASK")) == "reply_queued"
     await eventually(lambda: _sent_and_echoed(service), what="the reply sent and its echo stored")
     fake_ollama.models = {"qwen2.5"}  # the tenant's model is gone: the next reply fails for good
-    assert await post(app_client, upsert("E no sábado?", message_id="M-AGAIN")) == "reply_queued"
+    assert await posted(app_client, upsert("E no sábado?", message_id="M-AGAIN")) == "reply_queued"
     await eventually(lambda: _statuses_are(service, ["sent", "failed"]), what="the second reply failed")
 
     exported = await export_json(settings)

@@ -19,7 +19,7 @@ from hybridflow.service.retention import erase_chat
 from hybridflow.web import create_app
 from tests.conftest import EVOLUTION_API_KEY
 from tests.db.test_migrations import rows
-from tests.support.builders import CUSTOMER, eventually, owner, raw, run_due, upsert
+from tests.support.builders import CUSTOMER, eventually, owner, posted, raw, run_due, upsert
 from tests.support.cli import as_json, invoke, ok, one_line_error
 from tests.support.fakes import FakeEvolution, FakeOllama
 
@@ -120,19 +120,6 @@ async def test_a_chat_of_a_tenant_removed_with_its_history_kept_can_be_forgotten
 # --- the admin API, with the reply worker running ---------------------------------------------------------------
 
 
-@pytest.fixture
-async def app_client(service: Service, tenant, fake_evolution: FakeEvolution, aiohttp_client) -> TestClient:  # type: ignore[no-untyped-def]
-    """`serve` in-process: webhook, reply worker, sweep; Evolution posts its echo back to us, as it does."""
-    fake_evolution.api_key = EVOLUTION_API_KEY
-    client = await aiohttp_client(create_app(service))
-    fake_evolution.echo_webhook_url = str(client.make_url("/webhooks/evolution"))
-    return client
-
-
-async def post(client: TestClient, body: dict) -> str:
-    response = await client.post("/webhooks/evolution", data=raw(body), headers={"Content-Type": "application/json"})
-    assert response.status == 200, await response.text()
-    return (await response.json())["action"]
 
 
 def sends(fake: FakeEvolution) -> list:
@@ -141,7 +128,7 @@ def sends(fake: FakeEvolution) -> list:
 
 async def test_delete_erases_the_chat_through_the_admin_api(app_client: TestClient, service: Service,
                                                             fake_evolution: FakeEvolution):
-    assert await post(app_client, upsert("Oi", message_id="M-1")) == "reply_queued"
+    assert await posted(app_client, upsert("Oi", message_id="M-1")) == "reply_queued"
     await eventually(lambda: _has_bot_message(service), what="the reply sent and its echo stored")
     assert (await app_client.delete(f"/sessions/{INSTANCE}/{CUSTOMER}")).status == 401
     response = await app_client.delete(f"/sessions/{INSTANCE}/11987654321", headers=ADMIN)
@@ -162,7 +149,7 @@ async def _has_bot_message(service: Service) -> bool:
 async def test_a_reply_being_sent_finishes_first_and_nothing_of_it_comes_back(
         app_client: TestClient, service: Service, fake_evolution: FakeEvolution):
     fake_evolution.hold()
-    assert await post(app_client, upsert("Vocês entregam?", message_id="M-1")) == "reply_queued"
+    assert await posted(app_client, upsert("Vocês entregam?", message_id="M-1")) == "reply_queued"
     await eventually(lambda: bool(sends(fake_evolution)), what="the send reached Evolution (held there)")
     forgetting = asyncio.create_task(app_client.delete(f"/sessions/{INSTANCE}/{CUSTOMER}", headers=ADMIN))
     await asyncio.sleep(0.5)
@@ -179,7 +166,7 @@ async def test_a_reply_being_sent_finishes_first_and_nothing_of_it_comes_back(
 async def test_a_reply_being_generated_when_the_chat_is_forgotten_is_never_sent(
         app_client: TestClient, service: Service, fake_evolution: FakeEvolution, fake_ollama: FakeOllama):
     fake_ollama.delay = 1.0
-    assert await post(app_client, upsert("Vocês entregam?", message_id="M-1")) == "reply_queued"
+    assert await posted(app_client, upsert("Vocês entregam?", message_id="M-1")) == "reply_queued"
     await eventually(lambda: bool(fake_ollama.requests), what="the model is writing")
     response = await app_client.delete(f"/sessions/{INSTANCE}/{CUSTOMER}", headers=ADMIN)
     assert response.status == 200 and (await response.json())["replies"] == 1

@@ -17,7 +17,7 @@ from hybridflow.metrics import Metrics
 from hybridflow.service import Service
 from hybridflow.web import create_app
 from tests.conftest import EVOLUTION_API_KEY
-from tests.support.builders import eventually, owner, raw, upsert
+from tests.support.builders import eventually, owner, posted, raw, upsert
 from tests.support.fakes import FakeEvolution
 
 ADMIN = {"Authorization": "Bearer admin-token"}
@@ -43,11 +43,6 @@ async def scrape(client: TestClient) -> tuple[dict[str, str], Samples]:
     return parse(await response.text())
 
 
-async def post(client: TestClient, body: dict) -> str:
-    response = await client.post("/webhooks/evolution", data=raw(body), headers={"Content-Type": "application/json"})
-    assert response.status == 200, await response.text()
-    return (await response.json())["action"]
-
 
 @pytest.fixture
 def metered_settings(settings: Settings) -> Settings:
@@ -63,8 +58,8 @@ async def metered(metered_settings: Settings, tenant) -> AsyncIterator[Service]:
 
 async def test_webhooks_by_action_and_queue_depth_by_status(metered: Service, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(metered, background=False))
-    assert await post(client, upsert("Oi")) == "reply_queued"
-    assert await post(client, owner("Eu respondo", chat=OTHER_CHAT)) == "paused"
+    assert await posted(client, upsert("Oi")) == "reply_queued"
+    assert await posted(client, owner("Eu respondo", chat=OTHER_CHAT)) == "paused"
 
     response = await client.get("/metrics", headers=ADMIN)
     assert response.status == 200
@@ -89,7 +84,7 @@ async def test_a_sent_reply_is_counted_with_its_latency(metered: Service, fake_e
     fake_evolution.instances = {"test-instance"}
     client = await aiohttp_client(create_app(metered))
     fake_evolution.echo_webhook_url = str(client.make_url("/webhooks/evolution"))
-    assert await post(client, upsert("Vocês abrem domingo?")) == "reply_queued"
+    assert await posted(client, upsert("Vocês abrem domingo?")) == "reply_queued"
     await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="the reply reached Evolution")
 
     async def counted() -> bool:
@@ -109,7 +104,7 @@ async def test_two_services_count_apart(metered_settings: Settings, tenant, aioh
         assert first.metrics.registry is not second.metrics.registry
         one = await aiohttp_client(create_app(first, background=False))
         two = await aiohttp_client(create_app(second, background=False))
-        await post(one, upsert("Oi"))
+        await posted(one, upsert("Oi"))
         _, samples_one = await scrape(one)
         _, samples_two = await scrape(two)
     assert value(samples_one, "hybridflow_webhooks_total", action="reply_queued", reason="") == 1

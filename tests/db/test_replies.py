@@ -13,7 +13,7 @@ from hybridflow.service import Service, TenantChanges
 from hybridflow.web import create_app
 from hybridflow.worker import ReplyWorker
 from tests.conftest import EVOLUTION_API_KEY, FakeClock
-from tests.support.builders import CUSTOMER, eventually, owner, raw, upsert
+from tests.support.builders import CUSTOMER, eventually, owner, posted, raw, upsert
 from tests.support.fakes import FakeEvolution, FakeOllama
 
 PROMPT = "You are the assistant of Padaria Boa. Answer briefly."
@@ -33,25 +33,11 @@ async def jobs(service: Service) -> list:
         return (await conn.execute(sa.select(ReplyJob.__table__).order_by(ReplyJob.__table__.c.id))).all()
 
 
-@pytest.fixture
-async def app_client(service: Service, tenant, fake_evolution: FakeEvolution, aiohttp_client) -> TestClient:  # type: ignore[no-untyped-def]
-    """`serve` in-process: webhook, reply worker and sweep; Evolution posts its echo back to us."""
-    fake_evolution.api_key = EVOLUTION_API_KEY
-    fake_evolution.instances = {"test-instance"}
-    client = await aiohttp_client(create_app(service))
-    fake_evolution.echo_webhook_url = str(client.make_url("/webhooks/evolution"))
-    return client
-
-
-async def webhook(client: TestClient, body: dict) -> str:
-    response = await client.post("/webhooks/evolution", data=raw(body), headers={"Content-Type": "application/json"})
-    assert response.status == 200, await response.text()
-    return (await response.json())["action"]
 
 
 async def test_customer_gets_exactly_one_reply_from_the_tenant_model(
         app_client: TestClient, fake_evolution: FakeEvolution, fake_ollama: FakeOllama, service: Service) -> None:
-    assert await webhook(app_client, upsert("Vocês abrem domingo?")) == "reply_queued"
+    assert await posted(app_client, upsert("Vocês abrem domingo?")) == "reply_queued"
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
     await idle(service)
     assert fake_evolution.sent_texts == [{"number": "5511987654321", "text": "Echo: Vocês abrem domingo?"}]
@@ -69,9 +55,9 @@ async def test_customer_gets_exactly_one_reply_from_the_tenant_model(
 
 async def test_conversation_history_goes_to_the_model(
         app_client: TestClient, fake_evolution: FakeEvolution, fake_ollama: FakeOllama) -> None:
-    await webhook(app_client, upsert("Oi"))
+    await posted(app_client, upsert("Oi"))
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
-    await webhook(app_client, upsert("Tem pão de queijo?"))
+    await posted(app_client, upsert("Tem pão de queijo?"))
     await eventually(lambda: len(fake_evolution.sent_texts) == 2)
     assert [m["role"] for m in fake_ollama.requests[1]["messages"]] == ["system", "user", "assistant", "user"]
     assert fake_ollama.requests[1]["messages"][2]["content"] == "Echo: Oi"
@@ -79,8 +65,8 @@ async def test_conversation_history_goes_to_the_model(
 
 async def test_owner_message_means_no_reply(
         app_client: TestClient, fake_evolution: FakeEvolution, service: Service) -> None:
-    assert await webhook(app_client, owner("Oi Maria!")) == "paused"
-    assert await webhook(app_client, upsert("Oi João")) == "ignored_paused"
+    assert await posted(app_client, owner("Oi Maria!")) == "paused"
+    assert await posted(app_client, upsert("Oi João")) == "ignored_paused"
     await idle(service)
     assert await jobs(service) == []  # nothing was queued, so nothing can be sent later
     assert fake_evolution.sent_texts == []
@@ -89,9 +75,9 @@ async def test_owner_message_means_no_reply(
 async def test_owner_typing_while_the_model_thinks_discards_the_reply(
         app_client: TestClient, fake_evolution: FakeEvolution, fake_ollama: FakeOllama, service: Service) -> None:
     fake_ollama.delay = 1.0
-    await webhook(app_client, upsert("Qual o preço do bolo?"))
+    await posted(app_client, upsert("Qual o preço do bolo?"))
     await eventually(lambda: len(fake_ollama.requests) == 1)
-    assert await webhook(app_client, owner("Deixa que eu respondo")) == "paused"
+    assert await posted(app_client, owner("Deixa que eu respondo")) == "paused"
     await eventually(lambda: _statuses(service, ["skipped_paused"]), timeout=5)
     await idle(service)
     assert fake_evolution.sent_texts == []
@@ -108,7 +94,7 @@ async def _statuses(service: Service, expected: list[str]) -> bool:
 async def test_evolution_failing_twice_then_succeeding_gives_one_reply(
         app_client: TestClient, fake_evolution: FakeEvolution, service: Service, clock: FakeClock) -> None:
     fake_evolution.fail_next(500, times=2)
-    await webhook(app_client, upsert("Oi"))
+    await posted(app_client, upsert("Oi"))
     for attempt in (1, 2):
         await eventually(lambda: _retry_after(service, attempt))
         [job] = await jobs(service)
@@ -124,7 +110,7 @@ async def test_evolution_failing_twice_then_succeeding_gives_one_reply(
 async def test_send_that_timed_out_but_reached_whatsapp_is_not_sent_again(
         app_client: TestClient, fake_evolution: FakeEvolution, service: Service, clock: FakeClock) -> None:
     fake_evolution.timeout_next(seconds=service.settings.evolution_timeout + 0.5)  # answers late, but sends
-    await webhook(app_client, upsert("Oi"))
+    await posted(app_client, upsert("Oi"))
     await eventually(lambda: _retry_after(service, 1))
     assert "timeout" in (await jobs(service))[0].last_error
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
@@ -144,7 +130,7 @@ async def _echo_recorded(service: Service) -> bool:
 async def test_permanent_failure_is_visible_not_silent(
         app_client: TestClient, fake_evolution: FakeEvolution, service: Service) -> None:
     fake_evolution.not_on_whatsapp.add("5511987654321")
-    await webhook(app_client, upsert("Oi"))
+    await posted(app_client, upsert("Oi"))
     await eventually(lambda: _statuses(service, ["failed"]))
     detail = await service.session_detail("test-instance", CUSTOMER)
     assert "not on WhatsApp" in detail.replies[0].last_error
@@ -153,7 +139,7 @@ async def test_permanent_failure_is_visible_not_silent(
 async def test_model_missing_fails_with_a_clear_reason(
         app_client: TestClient, fake_ollama: FakeOllama, service: Service) -> None:
     fake_ollama.models = {"qwen2.5"}
-    await webhook(app_client, upsert("Oi"))
+    await posted(app_client, upsert("Oi"))
     await eventually(lambda: _statuses(service, ["failed"]))
     assert "ollama pull" in (await jobs(service))[0].last_error
 
@@ -161,17 +147,17 @@ async def test_model_missing_fails_with_a_clear_reason(
 async def test_ollama_down_retries_visibly_and_webhooks_still_ack(
         app_client: TestClient, fake_ollama: FakeOllama, fake_evolution: FakeEvolution, service: Service) -> None:
     await fake_ollama.stop()
-    assert await webhook(app_client, upsert("Oi")) == "reply_queued"
+    assert await posted(app_client, upsert("Oi")) == "reply_queued"
     await eventually(lambda: _statuses(service, ["retry"]))
     assert (await jobs(service))[0].last_error
-    assert await webhook(app_client, upsert("Alguém aí?")) == "reply_queued"
+    assert await posted(app_client, upsert("Alguém aí?")) == "reply_queued"
     assert fake_evolution.sent_texts == []
 
 
 async def test_concurrent_duplicate_webhooks_give_one_reply(
         app_client: TestClient, fake_evolution: FakeEvolution, service: Service) -> None:
     body = upsert("Vocês entregam no centro?")
-    actions = await asyncio.gather(*(webhook(app_client, body) for _ in range(10)))
+    actions = await asyncio.gather(*(posted(app_client, body) for _ in range(10)))
     assert sorted(actions) == ["duplicate"] * 9 + ["reply_queued"]
     await eventually(lambda: len(fake_evolution.sent_texts) == 1)
     await idle(service)
@@ -184,7 +170,7 @@ async def test_debounced_messages_get_one_reply(
     await service.update_tenant("test-instance", TenantChanges(debounce=3))
     service.tenants._cache.clear()
     for text in ("Oi", "Queria encomendar", "um bolo de cenoura"):
-        assert await webhook(app_client, upsert(text)) == "reply_queued"
+        assert await posted(app_client, upsert(text)) == "reply_queued"
     # The barrier: one job, queued, due only after the debounce window: no worker can claim it before the clock moves.
     assert [(j.status, j.due_at > clock.now) for j in await jobs(service)] == [("queued", True)]
     assert fake_evolution.sent_texts == []  # still inside the debounce window

@@ -78,6 +78,13 @@ async def run_due(service: Any, limit: int = 10) -> list[str]:
     return [await service.replies.run(job) for job in await service.replies.claim(limit)]
 
 
+async def posted(client: Any, body: Any) -> str:
+    """POST a webhook body to an in-process app (aiohttp's TestClient); the action it answered (200 only)."""
+    response = await client.post("/webhooks/evolution", data=raw(body), headers={"Content-Type": "application/json"})
+    assert response.status == 200, await response.text()
+    return (await response.json())["action"]
+
+
 def dialect_of(database_url: str) -> str:
     """The name /health and the logs give the database of ``database_url``."""
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
