@@ -158,28 +158,17 @@ def enqueue_notices(conn: Connection, notices: Iterable[Notice], now: datetime) 
         conn.execute(_enqueue_notice(conn.dialect.name), list(rows.values()))
 
 
-def enqueue_notice_to_chat(conn: Connection, *, tenant_id: int, chat_ids: Iterable[str], key: str, message_id: str,
-                           text: str, now: datetime) -> None:
-    """Queue a notice (HybridFlow's answer) to the first of ``chat_ids`` that has a session, once per ``key``."""
-    wanted = [c for c in chat_ids if c]
-    found = dict(conn.execute(sa.select(SESSIONS.c.chat_id, SESSIONS.c.id).where(
-        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id.in_(wanted))).all())
-    chat_id = next((c for c in wanted if c in found), None)
-    if chat_id is not None:
-        enqueue_notices(conn, [Notice(JobKind.NOTICE, tenant_id, found[chat_id], chat_id, key, message_id, text, now)],
-                        now)
-
-
 def enqueue_notification(conn: Connection, *, tenant_id: int, chat_id: str, key: str, message_id: str, text: str,
-                         now: datetime) -> None:
-    """Queue a notification to the owner's chat (or the tenant's notify number), once per ``key``. That chat's
-    session is created if needed but not locked: nothing about it changes, so no batch waits on it."""
+                         now: datetime, kind: JobKind = JobKind.NOTIFY) -> None:
+    """Queue a text for the owner (a notification, or a ``notice``: a command's answer) to the owner's chat or the
+    tenant's notify number, once per ``key``. That chat's session is created if needed but not locked: nothing
+    about it changes, so no batch waits on it."""
     conn.execute(insert_for(conn, SESSIONS).values(
         tenant_id=tenant_id, chat_id=chat_id, chat_kind="user", is_paused=False, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]))
     session_id = conn.execute(sa.select(SESSIONS.c.id).where(
         SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id == chat_id)).scalar_one()
-    enqueue_notices(conn, [Notice(JobKind.NOTIFY, tenant_id, session_id, chat_id, key, message_id, text, now)], now)
+    enqueue_notices(conn, [Notice(kind, tenant_id, session_id, chat_id, key, message_id, text, now)], now)
 
 
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:

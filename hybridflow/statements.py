@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from hybridflow.models import MESSAGES, SESSIONS, TOMBSTONES
+from hybridflow import events as ev
+from hybridflow.models import ALIASES, MESSAGES, SESSIONS, TOMBSTONES
 
 SessionKey = tuple[int, str]  # (tenant id, chat id)
 
@@ -98,6 +100,36 @@ def add_tombstones(conn: Connection, pairs: Iterable[tuple[int, str]], now: date
     rows = [{"tenant_id": t, "message_id": m, "deleted_at": now} for t, m in dict.fromkeys(pairs)]
     if rows:
         conn.execute(_tombstone(conn.dialect.name), rows)
+
+
+# Messages searched for a LID's phone chat: the newest first, enough to find it without reading a long history.
+LID_SEARCH_LIMIT = 200
+
+
+def alias_of(conn: Connection, tenant_id: int, lid: str) -> str | None:
+    """The phone-keyed chat a ``@lid`` is known as, once a message carried both ids."""
+    return conn.execute(sa.select(ALIASES.c.chat_id).where(ALIASES.c.tenant_id == tenant_id,
+                                                           ALIASES.c.lid == lid)).scalar()
+
+
+def chats_naming_lid(conn: Connection, tenant_id: int, lid: str) -> tuple[str, ...]:
+    """The chats whose stored raw bodies name ``lid`` as their LID (messages from before aliases were kept; a
+    bounded search, newest first)."""
+    rows = conn.execute(
+        sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw)
+        .where(MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != lid,
+               MESSAGES.c.raw.contains(lid, autoescape=True))
+        .order_by(MESSAGES.c.id.desc()).limit(LID_SEARCH_LIMIT))
+    return tuple(dict.fromkeys(row.chat_id for row in rows if row.raw and _lid_of(row.raw) == lid))
+
+
+def _lid_of(raw: str) -> str | None:
+    """The @lid a stored raw body names for its chat, if any."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return ev.parse_event(body).lid_jid
 
 
 def recent_texts(conn: Connection, session_id: int, limit: int) -> list[tuple[str, str]]:

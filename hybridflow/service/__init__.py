@@ -30,7 +30,7 @@ from hybridflow.llm import LLMClient
 from hybridflow.logs import Throttle
 from hybridflow.labels import LABEL_EVENTS
 from hybridflow.metrics import Metrics
-from hybridflow.models import MESSAGES, SESSIONS
+from hybridflow.models import MESSAGES, SESSIONS, JobKind
 from hybridflow.service import label_pauses as label_service
 from hybridflow.service import owner_commands
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
@@ -159,9 +159,9 @@ class Service:
         log.info("owner.command", tenant=tenant.instance, verb=command.verb, everyone=command.everyone,
                  problem=command.problem)
         await self.writer.submit(functools.partial(
-            jobs.enqueue_notice_to_chat, tenant_id=tenant.id, chat_ids=[tenant.owner_jid or "", result.chat_id or ""],
-            key=f"answer:{event.message_id}",
-            message_id=event.message_id or "", text=answer, now=self.clock()))
+            jobs.enqueue_notification, kind=JobKind.NOTICE, tenant_id=tenant.id,
+            chat_id=tenant.owner_jid or result.chat_id or "",  # the owner's number, also for a command via the LID
+            key=f"answer:{event.message_id}", message_id=event.message_id or "", text=answer, now=self.clock()))
         self.reply_wakeup.set()
 
     async def _learn_owner(self, tenant: TenantConfig, data: object) -> None:

@@ -18,11 +18,11 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from hybridflow import labels, pauses
-from hybridflow.models import ALIASES, CHAT_LABELS, LABELS, MESSAGES, SESSIONS
+from hybridflow.models import ALIASES, CHAT_LABELS, LABELS, SESSIONS
 from hybridflow.service.ingest import Action, IngestResult, SessionState, write_sessions
-from hybridflow.service.sessions import LID_SEARCH_LIMIT, kind_of, lid_of
+from hybridflow.service.sessions import kind_of
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.statements import insert_for, lock_sessions
+from hybridflow.statements import alias_of, chats_naming_lid, insert_for, lock_sessions
 
 LABEL_PAUSED, LABEL_RESUMED, LABEL_STORED = Action.LABEL_PAUSED, Action.LABEL_RESUMED, Action.LABEL_STORED
 ACTOR = "label"
@@ -100,22 +100,16 @@ def _chat_of(conn: Connection, tenant_id: int, chat_id: str) -> str:
     """The chat a label event names: a ``@lid`` becomes the phone-keyed chat it is known as, if any."""
     if not chat_id.endswith("@lid"):
         return chat_id
-    alias = conn.execute(sa.select(ALIASES.c.chat_id).where(
-        ALIASES.c.tenant_id == tenant_id, ALIASES.c.lid == chat_id)).scalar()
+    alias = alias_of(conn, tenant_id, chat_id)
     if alias is not None:
         return alias
     if conn.execute(sa.select(SESSIONS.c.id).where(SESSIONS.c.tenant_id == tenant_id,
                                                    SESSIONS.c.chat_id == chat_id)).first() is not None:
         return chat_id  # a chat known by its LID only
-    # Messages stored before aliases were kept name the LID in their raw body only (bounded search, newest first).
-    rows = conn.execute(sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw).where(
-        MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != chat_id,
-        MESSAGES.c.raw.contains(chat_id, autoescape=True)).order_by(MESSAGES.c.id.desc()).limit(LID_SEARCH_LIMIT))
-    for row in rows:
-        if row.raw and lid_of(row.raw) == chat_id:
-            conn.execute(insert_for(conn, ALIASES).values(tenant_id=tenant_id, lid=chat_id, chat_id=row.chat_id)
-                         .on_conflict_do_nothing(index_elements=["tenant_id", "lid"]))
-            return row.chat_id
+    for named in chats_naming_lid(conn, tenant_id, chat_id)[:1]:  # a message from before aliases were kept
+        conn.execute(insert_for(conn, ALIASES).values(tenant_id=tenant_id, lid=chat_id, chat_id=named)
+                     .on_conflict_do_nothing(index_elements=["tenant_id", "lid"]))
+        return named
     return chat_id
 
 

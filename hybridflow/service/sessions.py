@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import shlex
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -16,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hybridflow import events as ev
 from hybridflow import jobs, pauses
 from hybridflow.errors import AmbiguousChat, BadRequest, UnknownInstance, UnknownSession
-from hybridflow.models import ALIASES, EVENTS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
 from hybridflow.numbers import TypedChat, parse_chat
 from hybridflow.service.ingest import AUTO_RESUME, OPERATOR, SessionState, write_sessions
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.statements import lock_sessions
+from hybridflow.statements import alias_of, chats_naming_lid, lock_sessions
 from hybridflow.store import Store
 
 
@@ -183,33 +182,12 @@ async def _chats_with_ids(conn: AsyncConnection, tenant_id: int, chat_ids: tuple
     return tuple(by_id[chat_id] for chat_id in chat_ids if chat_id in by_id)  # in the order the ids were given
 
 
-# Messages searched for a LID's phone chat: the newest first, enough to find it without reading a long history.
-LID_SEARCH_LIMIT = 200
-
-
 async def _chats_by_lid(conn: AsyncConnection, tenant_id: int, lid: str) -> tuple[KnownChat, ...]:
     """The chat whose messages named ``lid`` as its LID: from the aliases learned since they are kept, else from
     the stored raw bodies of older messages."""
-    alias = (await conn.execute(sa.select(ALIASES.c.chat_id).where(
-        ALIASES.c.tenant_id == tenant_id, ALIASES.c.lid == lid))).scalar()
-    if alias is not None:
-        return await _chats_with_ids(conn, tenant_id, (alias,))
-    rows = await conn.execute(
-        sa.select(MESSAGES.c.chat_id, MESSAGES.c.raw)
-        .where(MESSAGES.c.tenant_id == tenant_id, MESSAGES.c.chat_id != lid,
-               MESSAGES.c.raw.contains(lid, autoescape=True))
-        .order_by(MESSAGES.c.id.desc()).limit(LID_SEARCH_LIMIT))
-    chat_ids = tuple(dict.fromkeys(row.chat_id for row in rows if lid_of(row.raw) == lid))
+    alias = await conn.run_sync(alias_of, tenant_id, lid)
+    chat_ids = (alias,) if alias is not None else await conn.run_sync(chats_naming_lid, tenant_id, lid)
     return await _chats_with_ids(conn, tenant_id, chat_ids)
-
-
-def lid_of(raw: str) -> str | None:
-    """The @lid a stored raw body names for its chat, if any."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return None
-    return ev.parse_event(body).lid_jid
 
 
 _VIEW_COLUMNS = [TENANTS.c.instance] + [SESSIONS.c[name] for name in (

@@ -340,6 +340,18 @@ def _away_message(text: str) -> str | None:
     return text.strip()
 
 
+def _phone_jid(typed: str, option: str, what: str, region: str) -> str | None:
+    """The WhatsApp id of a phone number typed for an option; None for "" (clear it); ``BadRequest`` naming the
+    option for anything that is not a complete phone number."""
+    if not typed.strip():
+        return None
+    chat = numbers.parse_chat(typed, region)
+    if not chat.complete or not chat.jids[0].endswith("@s.whatsapp.net"):
+        raise BadRequest(f"invalid {option}: {chat.problem or 'not a phone number'}; give {what}, "
+                         "e.g. +55 11 98765-4321")
+    return chat.jids[0]
+
+
 def _rule(rule: str) -> str:
     if rule not in (IGNORE, ALLOW):
         raise BadRequest(f"an audience list is 'ignore' or 'allow', not {rule!r}")
@@ -640,7 +652,7 @@ class Tenants:
                 if any(getattr(changes, name) is not None for name in ("webhook_secret", "jwt_key", "api_version")):
                     self._check(changes, found)  # an older tenant's contradiction does not block other changes
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
-                    updated_at=now, **values | self._owner(changes, found) | self._notify(changes, found)))
+                    updated_at=now, **values | self._numbers(changes, found)))
             else:
                 if changes.prompt is None:
                     again = " (it was removed: its old settings are not restored)" if found is not None else ""
@@ -648,11 +660,10 @@ class Tenants:
                 self._check(changes, None)
                 if found is None:
                     await conn.execute(sa.insert(TENANTS).values(instance=instance, created_at=now, updated_at=now,
-                                                                 **values | self._owner(changes, None)
-                                                                 | self._notify(changes, None)))
+                                                                 **values | self._numbers(changes, None)))
                 else:
                     await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
-                        **(SETTING_DEFAULTS | values | self._owner(changes, None) | self._notify(changes, None)),
+                        **(SETTING_DEFAULTS | values | self._numbers(changes, None)),
                         updated_at=now, removed_at=None))
                     restored = {table.name: (await conn.execute(sa.select(sa.func.count()).select_from(table).where(
                         table.c.tenant_id == found.id))).scalar_one() for table in (SESSIONS, MESSAGES)}
@@ -677,32 +688,17 @@ class Tenants:
         return (await self.add(instance, changes, now, update=True)).tenant
 
     @staticmethod
-    def _owner(changes: TenantChanges, row: Any) -> dict[str, Any]:
-        """The owner columns for ``--owner-number``: set by the operator, or forgotten ("") to be learned again."""
-        if changes.owner_number is None:
-            return {}
-        if not changes.owner_number.strip():
-            return {"owner_jid": None, "owner_source": None}
+    def _numbers(changes: TenantChanges, row: Any) -> dict[str, Any]:
+        """The columns of the numbers typed for a tenant: ``--owner-number`` (set by the operator, or "" forgotten
+        to be learned again) and ``--notify-number`` (where notifications go instead; "" back to the owner's chat)."""
         region = (row.country if row is not None else None) or changes.country or numbers.DEFAULT_REGION
-        chat = numbers.parse_chat(changes.owner_number, region)
-        if not chat.complete or not chat.jids[0].endswith("@s.whatsapp.net"):
-            raise BadRequest(f"invalid --owner-number: {chat.problem or 'not a phone number'}; give the instance's "
-                             "full number, e.g. +55 11 98765-4321")
-        return {"owner_jid": chat.jids[0], "owner_source": "operator"}
-
-    @staticmethod
-    def _notify(changes: TenantChanges, row: Any) -> dict[str, Any]:
-        """``--notify-number``: where notifications go instead of the owner's own chat ("" back to it)."""
-        if changes.notify_number is None:
-            return {}
-        if not changes.notify_number.strip():
-            return {"notify_number": None}
-        region = (row.country if row is not None else None) or changes.country or numbers.DEFAULT_REGION
-        chat = numbers.parse_chat(changes.notify_number, region)
-        if not chat.complete or not chat.jids[0].endswith("@s.whatsapp.net"):
-            raise BadRequest(f"invalid --notify-number: {chat.problem or 'not a phone number'}; give a full number, "
-                             "e.g. +55 11 98765-4321")
-        return {"notify_number": chat.jids[0]}
+        out: dict[str, Any] = {}
+        if changes.owner_number is not None:
+            jid = _phone_jid(changes.owner_number, "--owner-number", "the instance's full number", region)
+            out |= {"owner_jid": jid, "owner_source": "operator" if jid else None}
+        if changes.notify_number is not None:
+            out["notify_number"] = _phone_jid(changes.notify_number, "--notify-number", "a full number", region)
+        return out
 
     async def learn_owner(self, tenant: TenantConfig, jid: str, now: datetime) -> bool:
         """The instance's own number as Evolution reported it (``connection.update``'s ``wuid``); a number set with

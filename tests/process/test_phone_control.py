@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.builders import eventually, upsert
 from tests.support.fakes import FakeEvolution, FakeOllama
-from tests.support.serve import ServeProcess, cli, serve_env
+from tests.support.serve import ServeProcess, cli, serve_env, serving
 
 INSTANCE = "padaria"
 SECRET = "phone-control-secret-0123456789"
@@ -29,13 +29,8 @@ async def running(database_url: str, tmp_path: Path, fake_evolution: FakeEvoluti
     env = serve_env(database_url, evolution_url=fake_evolution.url, ollama_host=fake_ollama.url)
     cli(env, "tenants", "add", INSTANCE, "--prompt", "Você atende a Padaria Boa.", "--api-key", "k",
         "--webhook-secret", SECRET, "--pause-label", "Bot off", "--handoff-message", "Já chamo alguém!")
-    server = ServeProcess(env, tmp_path / "serve.log")
-    server.start()
-    try:
-        await server.wait_healthy()
+    async with serving(env, tmp_path / "serve.log") as server:
         yield server, env
-    finally:
-        server.stop()
 
 
 async def post(server: ServeProcess, body: dict) -> tuple[str, str | None]:

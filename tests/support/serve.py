@@ -17,6 +17,7 @@ lines go to a file that the caller can read (``ServeProcess.log_events()``) or p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,18 @@ def serve_env(database_url: str, *, evolution_url: str, ollama_host: str, secret
         **settings,
     }
     return clean_env(**values) | {"PYTHONUNBUFFERED": "1"}
+
+
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str], log_path: Path) -> AsyncIterator[ServeProcess]:
+    """A `serve` started and healthy for the block, stopped (SIGTERM) after it, also when the block fails."""
+    server = ServeProcess(env, log_path)
+    server.start()
+    try:
+        await server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60.0,
