@@ -36,7 +36,7 @@ from hybridflow.evolution import evolution_number
 from hybridflow.models import OPEN_JOB_STATES, Message, ReplyJob
 from hybridflow.service import Service, TenantChanges
 from hybridflow.store import Store
-from tests.support.builders import eventually, upsert
+from tests.support.builders import eventually, settled, upsert
 from tests.support.fakes import FakeEvolution, FakeOllama
 from tests.support.pg import Cluster, drop_database, fresh_database
 from tests.support.ports import closed_port_url, free_port
@@ -275,6 +275,8 @@ async def test_kill_9_mid_send_is_never_resent(
     assert await post_all(server.webhook_url, bodies) == ["reply_queued"] * 20
     await eventually(lambda: sum(send_attempts(evolution).values()) >= 4, timeout=20, what="sendText calls in flight")
     server.kill()
+    # The calls it wrote just before dying still reach the fake Evolution (the loop was blocked by the kill).
+    await settled(lambda: len(evolution.requests))
     in_flight = set(send_attempts(evolution))
     assert evolution.sent_texts == []  # the fake Evolution has not finished any of them yet
     sending = {job.id: evolution_number(job.chat_id) for job in await db.jobs() if job.status == "sending"}

@@ -73,6 +73,24 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float
         await asyncio.sleep(0.05)
 
 
+async def settled(value: Callable[[], Any], quiet: float = 0.5, timeout: float = 10.0) -> Any:
+    """Wait until ``value()`` has not changed for ``quiet`` seconds (work already on its way has landed); returns it.
+
+    A process killed with SIGKILL may have written requests that a fake server in this event loop has not read yet:
+    they are still delivered. Counting them needs the loop to run until nothing new arrives.
+    """
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout}s: {last!r}")
+        await asyncio.sleep(0.05)
+        current = value()
+        if current != last:
+            last, since = current, time.monotonic()
+    return last
+
+
 async def run_due(service: Any, limit: int = 10) -> list[str]:
     """What a reply worker does, once: claim the due jobs and run them one by one; their final statuses."""
     return [await service.replies.run(job) for job in await service.replies.claim(limit)]
