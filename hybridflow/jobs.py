@@ -24,7 +24,8 @@ batching writer (``WriteOp``), and readers call them through ``AsyncConnection.r
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -40,7 +41,7 @@ WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the wri
 
 QUEUED, RUNNING, RETRY, SENDING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRY, JobStatus.SENDING
 SENT, FAILED, SKIPPED_PAUSED, UNKNOWN = JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED_PAUSED, JobStatus.UNKNOWN
-CANCELLED, SKIPPED_BUDGET = JobStatus.CANCELLED, JobStatus.SKIPPED_BUDGET
+CANCELLED, SKIPPED_BUDGET, HANDED_OFF = JobStatus.CANCELLED, JobStatus.SKIPPED_BUDGET, JobStatus.HANDED_OFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ RULES: dict[JobKind, KindRule] = {
     JobKind.NOTICE: KindRule(debounced=False, skipped_when_paused=False),
     JobKind.HANDOFF: KindRule(debounced=False, skipped_when_paused=False),
     JobKind.NOTIFY: KindRule(debounced=False, skipped_when_paused=False),
+    JobKind.NOTIFY_URL: KindRule(debounced=False, skipped_when_paused=False),
 }
 PAUSABLE_KINDS = tuple(kind for kind, rule in RULES.items() if rule.skipped_when_paused)
 # Pausable kinds other than the reply, whose waiting jobs the partial index of waiting replies does not cover.
@@ -84,6 +86,8 @@ class Job:
     reply_text: str | None
     received_at: datetime
     paused: bool = False  # the chat's state when the job was claimed
+    parts: tuple[str, ...] | None = None  # a paced reply's parts, once written; None: one message
+    parts_sent: int = 0  # how many of them were delivered
     history: tuple[tuple[str, str], ...] = ()  # (who wrote it, text) of the chat's recent messages, oldest first
 
 
@@ -224,22 +228,25 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
                 lease_until=now + timedelta(seconds=lease), updated_at=now)
         .returning(JOBS.c.id, JOBS.c.kind, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id,
                    JOBS.c.trigger_message_id, JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text,
-                   JOBS.c.received_at)).all()
+                   JOBS.c.received_at, JOBS.c.parts, JOBS.c.parts_sent)).all()
     if not rows:
         return []
     paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
         SESSIONS.c.id.in_({row.session_id for row in rows})))}
     held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
     paused |= {row.session_id: True for row in rows if row.tenant_id in held}
-    return [Job(**{**row._mapping, "kind": JobKind(row.kind)},
+    return [Job(**{**row._mapping, "kind": JobKind(row.kind), "parts": load_parts(row.parts),
+                   "parts_sent": row.parts_sent or 0},
                 paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
 
 def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now: datetime,
-                   send_lease: float, generated: bool = False, tokens: int | None = None) -> JobStatus:
+                   send_lease: float, generated: bool = False, tokens: int | None = None,
+                   parts: Sequence[str] | None = None) -> JobStatus:
     """The last-moment pause check and the record of the attempt, in one transaction. ``generated``: the model
     wrote ``text`` for this attempt, with ``tokens`` (None: unknown), which the job keeps for the daily budget.
+    ``parts``: a paced reply's parts (the attempt is the send of part ``job.parts_sent``), kept with the text.
 
     Returns ``sending`` (go ahead and send), ``skipped_paused`` (the chat was paused meanwhile; the job ends),
     ``cancelled`` (the chat was forgotten meanwhile: its session and jobs are gone, nothing is sent), or
@@ -250,6 +257,8 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
         query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
     mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     spent = {"tokens": tokens, "generated_at": now} if generated else {}
+    if parts is not None:
+        spent["parts"] = json.dumps(list(parts), ensure_ascii=False)
     session = conn.execute(query).first()
     if session is None:  # the chat was forgotten while the text was written (its jobs went with it)
         conn.execute(sa.update(JOBS).where(mine).values(status=CANCELLED, updated_at=now,
@@ -260,9 +269,10 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     chat_paused = pausable and session.is_paused
     if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now, lock=True)):
         what = "the chat" if chat_paused else "the whole tenant (bot off all)"
+        when = (f"before part {job.parts_sent + 1} of {len(parts)} (the parts before it were sent)"
+                if parts is not None and job.parts_sent else "while the reply was being generated")
         conn.execute(sa.update(JOBS).where(mine).values(
-            status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
-            last_error=f"{what} was paused while the reply was being generated", **spent))
+            status=SKIPPED_PAUSED, reply_text=text, updated_at=now, last_error=f"{what} was paused {when}", **spent))
         return SKIPPED_PAUSED
     claimed = conn.execute(sa.update(JOBS).where(mine).values(
         status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
@@ -286,7 +296,8 @@ def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now
         sent = conn.execute(
             sa.update(JOBS).where(JOBS.c.id == job.id).values(
                 status=SENT, sent_at=now, updated_at=now, last_error=None,
-                sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id))
+                sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id),
+                **({"parts_sent": len(job.parts)} if job.parts else {}))
             .returning(JOBS.c.sent_message_id)).first()
     if sent is None:
         if message_id:
@@ -294,12 +305,49 @@ def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now
         return None
     mid = sent.sent_message_id
     if mid:
-        conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
-            index_elements=["tenant_id", "message_id"]).values(
-            tenant_id=job.tenant_id, session_id=job.session_id, message_id=mid, chat_id=job.chat_id,
-            event="reply", direction="bot", from_me=True, kind="text", message_type="conversation", text=text,
-            received_at=now, action="own_message", raw="{}"))
+        _keep_sent(conn, job, mid, text, now)
     return mid
+
+
+def mark_part_sent(conn: Connection, job: Job, text: str, message_id: str | None, *, worker_id: str,
+                   now: datetime, lease: float) -> str | None | bool:
+    """Part ``job.parts_sent`` of a paced reply (not its last) is delivered: it joins the transcript, the job counts
+    it and goes back to ``running`` (this worker's, a new lease) for the next part. Returns the part's WhatsApp id
+    when known; False when the job is no longer this worker's send (the chat was forgotten, or it was recovered
+    after its lease ran out): the parts after it are not sent."""
+    mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == SENDING, JOBS.c.claimed_by == worker_id)
+    session = sa.select(SESSIONS.c.id).where(SESSIONS.c.id == job.session_id)
+    query = sa.select(JOBS.c.sent_message_id).where(mine)
+    if conn.dialect.name == "postgresql":  # the session before the job, as mark_sent and a forget take them
+        session, query = session.with_for_update(key_share=True), query.with_for_update()
+    if conn.execute(session).first() is None:
+        if message_id:
+            add_tombstones(conn, [(job.tenant_id, message_id)], now)
+        return False
+    row = conn.execute(query).first()
+    if row is None:
+        return False
+    conn.execute(sa.update(JOBS).where(mine).values(
+        status=RUNNING, parts_sent=job.parts_sent + 1, sent_message_id=None, last_error=None,
+        lease_until=now + timedelta(seconds=lease), updated_at=now))
+    mid = row.sent_message_id or message_id  # the echo may have come back before Evolution's answer
+    if mid:
+        _keep_sent(conn, job, mid, text, now)
+    return mid
+
+
+def _keep_sent(conn: Connection, job: Job, message_id: str, text: str, now: datetime) -> None:
+    """A text we sent joins the chat's transcript, as the bot's (its echo is then a duplicate)."""
+    conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
+        index_elements=["tenant_id", "message_id"]).values(
+        tenant_id=job.tenant_id, session_id=job.session_id, message_id=message_id, chat_id=job.chat_id,
+        event="reply", direction="bot", from_me=True, kind="text", message_type="conversation", text=text,
+        received_at=now, action="own_message", raw="{}"))
+
+
+def load_parts(stored: str | None) -> tuple[str, ...] | None:
+    """A job's ``parts`` column as the texts it holds."""
+    return tuple(json.loads(stored)) if stored else None
 
 
 def retry_later(conn: Connection, job_id: int, *, from_status: JobStatus, due_at: datetime, error: str,
@@ -332,16 +380,31 @@ def recover_stale(conn: Connection, now: datetime) -> list[Row[Any]]:
     """Take back the jobs of workers that died: before sending they are due again; mid-send they become ``sent`` if
     the echo came back, else ``unknown`` (never resent). Returns the (id, chat_id) of the ``unknown`` ones."""
     stale = sa.and_(JOBS.c.status == SENDING, JOBS.c.lease_until < now)
+    # Between the parts of a paced reply, or before its send: due again (a paced reply goes on at its next part).
     conn.execute(sa.update(JOBS).where(JOBS.c.status == RUNNING, JOBS.c.lease_until < now)
                  .values(status=RETRY, due_at=now, claimed_by=None, updated_at=now))
+    # A part whose echo came back was delivered: the reply goes on with the next part, if there is one.
+    for row in conn.execute(sa.select(JOBS.c.id, JOBS.c.parts, JOBS.c.parts_sent).where(
+            stale, JOBS.c.sent_message_id.is_not(None), JOBS.c.parts.is_not(None))).all():
+        if (row.parts_sent or 0) + 1 < len(load_parts(row.parts) or ()):
+            conn.execute(sa.update(JOBS).where(JOBS.c.id == row.id, stale).values(
+                status=RETRY, due_at=now, claimed_by=None, parts_sent=(row.parts_sent or 0) + 1,
+                sent_message_id=None, updated_at=now))
     conn.execute(sa.update(JOBS).where(stale, JOBS.c.sent_message_id.is_not(None))
                  .values(status=SENT, sent_at=now, updated_at=now))
-    return conn.execute(
+    unknown = conn.execute(
         sa.update(JOBS).where(stale).values(
             status=UNKNOWN, updated_at=now,
             last_error="the worker stopped while sending; the reply may or may not have been delivered "
                        "and is not sent again")
-        .returning(JOBS.c.id, JOBS.c.chat_id)).all()
+        .returning(JOBS.c.id, JOBS.c.chat_id, JOBS.c.parts, JOBS.c.parts_sent)).all()
+    for row in unknown:
+        if row.parts:
+            conn.execute(sa.update(JOBS).where(JOBS.c.id == row.id).values(
+                last_error=f"the worker stopped while sending part {(row.parts_sent or 0) + 1} of "
+                           f"{len(load_parts(row.parts) or ())}; it may or may not have been delivered, and neither "
+                           "it nor the parts after it are sent"))
+    return unknown
 
 
 # -- retention and forgetting ---------------------------------------------------------------------------------
@@ -379,7 +442,8 @@ def recent_sends(conn: Connection, session_ids: Iterable[int], since: datetime) 
     """Jobs of these chats that sent (or are sending) a text since ``since``, oldest first: what an echo of ours
     is matched against, by its id when Evolution returned it, else by chat and text."""
     return conn.execute(
-        sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id).where(
+        sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id,
+                  JOBS.c.parts, JOBS.c.parts_sent).where(
             JOBS.c.session_id.in_(list(session_ids)), JOBS.c.attempted_at >= since, JOBS.c.reply_text.is_not(None),
         ).order_by(JOBS.c.id)).all()
 

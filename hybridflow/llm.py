@@ -40,12 +40,25 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool the model asked to call, with its arguments (a dict, as Ollama gives them)."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The model's answer, with Ollama's own token counts (None when Ollama did not report one)."""
 
     text: str
     prompt_tokens: int | None = None  # prompt_eval_count: the prompt tokens the model evaluated
     answer_tokens: int | None = None  # eval_count: the tokens it generated
+    calls: tuple[ToolCall, ...] = ()  # the tools the model called instead of (or besides) answering
+
+    def call(self, name: str) -> ToolCall | None:
+        """The model's call of the tool ``name``, if it made one."""
+        return next((c for c in self.calls if c.name == name), None)
 
     @property
     def tokens(self) -> int | None:
@@ -104,6 +117,7 @@ class LLMClient:
         self._owns_client = client is None
         # ollama's own default timeout is None: a stuck model would hold a reply forever.
         self._client = client if client is not None else ollama.AsyncClient(host=host, timeout=timeout)
+        self._no_tools: set[str] = set()  # models that answered "does not support tools": asked without them
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -116,27 +130,40 @@ class LLMClient:
         if self._owns_client:
             await self._client.close()
 
-    async def chat(self, *, model: str, messages: list[dict[str, str]], options: dict | None = None) -> Answer:
-        """The assistant's answer to ``messages``, stripped, with its token counts; raises LLMError."""
-        fields: dict[str, Any] = {"model": model, "messages": len(messages)}
+    async def chat(self, *, model: str, messages: list[dict[str, str]], options: dict | None = None,
+                   tools: Sequence[dict[str, Any]] | None = None) -> Answer:
+        """The assistant's answer to ``messages``, stripped, with its token counts and the ``tools`` it called;
+        raises LLMError. A model that does not support tools is asked again without them (and then always)."""
+        if tools and model in self._no_tools:
+            tools = None
+        fields: dict[str, Any] = {"model": model, "messages": len(messages), **({"tools": len(tools)} if tools else {})}
         started = time.perf_counter()
         try:
-            response = await self._client.chat(model=model, messages=messages, options=options, stream=False)
+            response = await self._client.chat(model=model, messages=messages, options=options, stream=False,
+                                               tools=list(tools) if tools else None)
         except Exception as exc:
+            if tools and _no_tool_support(exc):
+                self._no_tools.add(model)
+                log.warning("llm.tools_unsupported", model=model, error=str(getattr(exc, "error", exc)),
+                            hint="the model answers without tools; pull a model with tool support to use them")
+                return await self.chat(model=model, messages=messages, options=options)
             error = self._classify(exc, model)
             if error is None:
                 raise
             _log_request(fields, started, error=error)
             raise error from exc
         answer = clean_answer(response.message.content)
+        calls = tuple(ToolCall(c.function.name, dict(c.function.arguments or {}))
+                      for c in response.message.tool_calls or ())
         fields.update(answer_length=len(answer), prompt_eval_count=response.prompt_eval_count,
-                      eval_count=response.eval_count, done_reason=response.done_reason)
-        if not answer:
+                      eval_count=response.eval_count, done_reason=response.done_reason,
+                      **({"tool_calls": [c.name for c in calls]} if calls else {}))
+        if not answer and not calls:
             error = LLMError(f'model "{model}" returned an empty answer', transient=False)
             _log_request(fields, started, error=error)
             raise error
         _log_request(fields, started, error=None)
-        return Answer(answer, response.prompt_eval_count, response.eval_count)
+        return Answer(answer, response.prompt_eval_count, response.eval_count, calls)
 
     async def model_exists(self, model: str) -> bool:
         """Whether Ollama has ``model`` (``llama3.2`` matches ``llama3.2:latest``); raises LLMError if unreachable."""
@@ -169,6 +196,12 @@ class LLMClient:
         if isinstance(exc, json.JSONDecodeError):  # e.g. a proxy's HTML page answered with 200
             return LLMError(f"{where} answered with something that is not JSON: {exc}", transient=True)
         return None
+
+
+def _no_tool_support(exc: BaseException) -> bool:
+    """Ollama's 400 for tools given to a model whose template has none ("... does not support tools")."""
+    return (isinstance(exc, ollama.ResponseError) and exc.status_code == 400
+            and "does not support tools" in str(exc.error).lower())
 
 
 def _response_error(exc: ollama.ResponseError, model: str, where: str) -> LLMError:

@@ -162,6 +162,17 @@ def _v6(timestamp: str) -> list[str]:
     ]
 
 
+_V7 = [
+    "ALTER TABLE tenants ADD COLUMN handoff_tool BOOLEAN",
+    "ALTER TABLE tenants ADD COLUMN notify_url TEXT",
+    "ALTER TABLE tenants ADD COLUMN notify_secret_enc TEXT",
+    "ALTER TABLE tenants ADD COLUMN split_replies BOOLEAN",
+    "ALTER TABLE tenants ADD COLUMN time_per_char INTEGER",
+    "ALTER TABLE reply_jobs ADD COLUMN parts TEXT",
+    "ALTER TABLE reply_jobs ADD COLUMN parts_sent INTEGER",
+]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "reply jobs get a kind; uniqueness per kind", {
         "sqlite": _SQLITE_V2,
@@ -202,6 +213,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "the handoff to a person and notifications", {
         "sqlite": _v6("DATETIME"),
         "postgresql": _v6("TIMESTAMP WITH TIME ZONE"),
+    }),
+    Migration(7, "the handoff tool, notifications to a URL, replies paced in parts", {
+        "sqlite": _V7,
+        "postgresql": _V7,
     }),
 )
 

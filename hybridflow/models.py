@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 # The version of the schema these tables describe. A change to them is a step in ``hybridflow.migrations``.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class JobStatus(StrEnum):
@@ -26,6 +26,7 @@ class JobStatus(StrEnum):
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"  # its tenant was removed while it waited
     SKIPPED_BUDGET = "skipped_budget"  # the tenant's daily token budget was used up before it was generated
+    HANDED_OFF = "handed_off"  # the model called handoff_to_human: the chat went to a person instead of a reply
 
 
 class JobKind(StrEnum):
@@ -36,6 +37,7 @@ class JobKind(StrEnum):
     NOTICE = "notice"  # HybridFlow's answer to the owner (a command's result), sent to the owner's own chat
     HANDOFF = "handoff"  # the handoff message to a customer who asked for a person (sent although that pauses)
     NOTIFY = "notify"  # a notification to the owner (a handoff, a loop stopped), never to a customer
+    NOTIFY_URL = "notify_url"  # the same notification POSTed to the tenant's --notify-url (signed JSON)
 
 
 OPEN_JOB_STATES = (JobStatus.QUEUED, JobStatus.RETRY, JobStatus.RUNNING, JobStatus.SENDING)
@@ -122,6 +124,11 @@ class Tenant(SQLModel, table=True):
     handoff_pause: float | None = None  # seconds a handoff pauses the chat; None: 24 h
     handoff_message: str | None = Field(default=None, sa_type=sa.Text)  # sent once to the customer on a handoff
     notify_number: str | None = None  # where notifications go instead of the owner's own chat
+    handoff_tool: bool | None = None  # the model may call handoff_to_human(reason); None: off
+    notify_url: str | None = Field(default=None, sa_type=sa.Text)  # notifications are also POSTed there (JSON)
+    notify_secret_enc: str | None = Field(default=None, sa_type=sa.Text)  # signs those POSTs (HMAC-SHA256)
+    split_replies: bool | None = None  # a long answer goes out in parts (blank lines), each "typed"; None: off
+    time_per_char: int | None = None  # ms of "typing" per character of a part; None: 50
 
 
 class ChatSession(SQLModel, table=True):
@@ -257,6 +264,8 @@ class ReplyJob(SQLModel, table=True):
     sent_at: datetime | None = _ts()
     tokens: int | None = None  # what the model counted for this text (prompt + answer); None: not generated, or unknown
     generated_at: datetime | None = _ts()  # when the model finished its text (the token budget's day counts this)
+    parts: str | None = Field(default=None, sa_type=sa.Text)  # a paced reply: its parts (JSON list); None: one text
+    parts_sent: int | None = None  # how many of the parts were delivered; None: 0
 
 
 class TenantContact(SQLModel, table=True):

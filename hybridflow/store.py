@@ -384,7 +384,9 @@ def _version_of_tables(inspector: sa.Inspector) -> int | None:
         return 3
     if "message_tombstones" not in tables:
         return 4
-    return 5 if "tenant_labels" not in tables else 6
+    if "tenant_labels" not in tables:
+        return 5
+    return 6 if "handoff_tool" not in {c["name"] for c in inspector.get_columns("tenants")} else 7
 
 
 def _create_or_migrate(conn: Connection, migrations: Sequence[Migration]) -> int:

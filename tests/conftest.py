@@ -18,7 +18,7 @@ from hybridflow.crypto import generate_key
 from hybridflow.service import Service, TenantChanges
 from hybridflow.store import Store
 from tests.support.cli import invoke
-from tests.support.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama  # noqa: F401
+from tests.support.fakes import FakeEvolution, FakeOllama, fake_evolution, fake_ollama, notify_receiver  # noqa: F401
 from tests.support.pg import Cluster, start_cluster, temporary_database
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

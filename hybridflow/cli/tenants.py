@@ -111,6 +111,20 @@ HANDOFF_MESSAGE = typer.Option(None, "--handoff-message", metavar="TEXT",
 NOTIFY_NUMBER = typer.Option(None, "--notify-number", metavar="NUMBER",
                              help="Send notifications (a handoff, a loop stopped) to this WhatsApp number instead of "
                                   "the owner's own chat; \"\" goes back to it.")
+HANDOFF_TOOL = typer.Option(None, "--handoff-tool/--no-handoff-tool",
+                            help="Let the model hand a chat to a person itself: it may call handoff_to_human(reason) "
+                                 "when your prompt says so (a model without tool support answers as before).")
+NOTIFY_URL = typer.Option(None, "--notify-url", metavar="URL",
+                          help="Also POST each notification as JSON to this URL (n8n, Slack, a CRM), signed with "
+                               "--notify-secret in X-Hybridflow-Signature; \"\" stops it.")
+NOTIFY_SECRET = typer.Option(None, "--notify-secret", metavar="SECRET",
+                             help="The key of the HMAC-SHA256 signature of --notify-url's POSTs (stored encrypted).")
+SPLIT_REPLIES = typer.Option(None, "--split-replies/--no-split-replies",
+                             help="Send a long answer in parts (split at blank lines), each after its own "
+                                  "\"typing…\"; off by default.")
+TIME_PER_CHAR = typer.Option(None, "--time-per-char", metavar="MS",
+                             help="With --split-replies: milliseconds of \"typing…\" per character of a part "
+                                  "(default 50), 1 to 20 s per part.")
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 RETAIN_RAW = typer.Option(None, "--retain-raw", metavar="DURATION", help="Clear raw webhook bodies older than "
@@ -152,6 +166,13 @@ def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | Non
             "notify_number": notify_number}
 
 
+def _phone_control(handoff_tool: bool | None, notify_url: str | None, notify_secret: str | None,
+                   split_replies: bool | None, time_per_char: str | None) -> dict[str, object]:
+    """The handoff tool, notification URL and paced replies options as TenantChanges fields."""
+    return {"handoff_tool": handoff_tool, "notify_url": notify_url, "notify_secret": notify_secret,
+            "split_replies": split_replies, "time_per_char": _count(time_per_char, "--time-per-char")}
+
+
 # `tenants show`: each setting under the option that sets it, in the words users type.
 _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api_version": "api-version",
           "allow_groups": "allow-groups", "mark_read": "mark-read", "api_key": "api-key",
@@ -159,7 +180,9 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "max_reply_chars": "max-reply-chars", "hours_mode": "hours-mode", "away_message": "away-message",
           "daily_tokens": "daily-tokens", "pause_label": "pause-label", "owner_number": "owner-number",
           "command_word": "command-word", "retain_raw": "retain-raw", "retain_messages": "retain-messages",
-          "handoff_phrases": "handoff-phrases", "handoff_pause": "handoff-pause", "handoff_message": "handoff-message"}
+          "handoff_phrases": "handoff-phrases", "handoff_pause": "handoff-pause", "handoff_message": "handoff-message",
+          "handoff_tool": "handoff-tool", "notify_url": "notify-url", "split_replies": "split-replies",
+          "time_per_char": "time-per-char"}
 
 
 def shown_settings(tenant: TenantConfig, usage: dict | None = None, stored: dict | None = None) -> dict[str, str]:
@@ -219,6 +242,9 @@ def add(
     retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
     handoff_phrases: str | None = HANDOFF_PHRASES, handoff_pause: str | None = HANDOFF_PAUSE,
     handoff_message: str | None = HANDOFF_MESSAGE, notify_number: str | None = NOTIFY_NUMBER,
+    handoff_tool: bool | None = HANDOFF_TOOL, notify_url: str | None = NOTIFY_URL,
+    notify_secret: str | None = NOTIFY_SECRET, split_replies: bool | None = SPLIT_REPLIES,
+    time_per_char: str | None = TIME_PER_CHAR,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -229,7 +255,8 @@ def add(
                                                      no_closed, no_special, hours_mode, away_message, locale,
                                                      country, daily_tokens, pause_label, owner_number,
                                                      command_word, retain_raw, retain_messages, handoff_phrases,
-                                                     handoff_pause, handoff_message, notify_number))
+                                                     handoff_pause, handoff_message, notify_number),
+                                  **_phone_control(handoff_tool, notify_url, notify_secret, split_replies, time_per_char))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -260,6 +287,9 @@ def update(
     retain_raw: str | None = RETAIN_RAW, retain_messages: str | None = RETAIN_MESSAGES,
     handoff_phrases: str | None = HANDOFF_PHRASES, handoff_pause: str | None = HANDOFF_PAUSE,
     handoff_message: str | None = HANDOFF_MESSAGE, notify_number: str | None = NOTIFY_NUMBER,
+    handoff_tool: bool | None = HANDOFF_TOOL, notify_url: str | None = NOTIFY_URL,
+    notify_secret: str | None = NOTIFY_SECRET, split_replies: bool | None = SPLIT_REPLIES,
+    time_per_char: str | None = TIME_PER_CHAR,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
@@ -269,7 +299,8 @@ def update(
                                                      no_closed, no_special, hours_mode, away_message, locale,
                                                      country, daily_tokens, pause_label, owner_number,
                                                      command_word, retain_raw, retain_messages, handoff_phrases,
-                                                     handoff_pause, handoff_message, notify_number))
+                                                     handoff_pause, handoff_message, notify_number),
+                                  **_phone_control(handoff_tool, notify_url, notify_secret, split_replies, time_per_char))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())

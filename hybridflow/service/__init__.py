@@ -107,6 +107,7 @@ class Service:
                 yield service
             finally:
                 await service.writer.stop()
+                await service.replies.aclose()
         finally:
             await evolution.aclose()
             await llm.aclose()

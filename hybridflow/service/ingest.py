@@ -26,7 +26,7 @@ from hybridflow.commands import is_command
 from hybridflow.events import Author
 from hybridflow.models import ALIASES, EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
-from hybridflow.service import owner_commands
+from hybridflow.service import notifications
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
@@ -278,8 +278,9 @@ def process_batch(conn: Connection, items: list[Inbound | jobs.WriteOp[Any]], *,
 @dataclass(slots=True)
 class _OwnSends:
     by_id: dict[tuple[int, str], int]
-    # (tenant, chat, text) -> ids of the jobs that sent that text whose echo has not been seen yet, oldest first
-    by_text: dict[tuple[int, str, str], list[int]]
+    # (tenant, chat, text) -> the jobs that sent that text whose echo has not been seen yet, oldest first, each
+    # with whether the text is what the job is sending now (its whole text, or the current part of a paced reply)
+    by_text: dict[tuple[int, str, str], list[tuple[int, bool]]]
 
 
 def own_sends(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
@@ -293,8 +294,15 @@ def own_sends(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, 
     for row in jobs.recent_sends(conn, session_ids, now - ECHO_WINDOW):
         if row.sent_message_id:
             found.by_id[(row.tenant_id, row.sent_message_id)] = row.id
-        elif row.reply_text:
-            found.by_text.setdefault((row.tenant_id, row.chat_id, row.reply_text.strip()), []).append(row.id)
+        parts = jobs.load_parts(row.parts)
+        if parts is not None:  # a paced reply: each part echoes on its own (sent ones are kept by their id)
+            current = row.parts_sent or 0
+            for index, part in enumerate(parts):
+                if index != current or not row.sent_message_id:
+                    found.by_text.setdefault((row.tenant_id, row.chat_id, part.strip()), []).append(
+                        (row.id, index == current))
+        elif row.reply_text and not row.sent_message_id:
+            found.by_text.setdefault((row.tenant_id, row.chat_id, row.reply_text.strip()), []).append((row.id, True))
     return found
 
 
@@ -307,8 +315,9 @@ def _is_echo(item: Inbound, sends: _OwnSends, matched: dict[int, str]) -> bool:
     waiting = sends.by_text.get((item.tenant.id, event.chat_jid, (event.text or "").strip()))
     if not waiting or not event.text:
         return False
-    job_id = waiting.pop(0)  # the same text sent twice: each echo settles one send
-    matched[job_id] = event.message_id  # remember the id: the echo proves the send reached WhatsApp
+    job_id, current = waiting.pop(0)  # the same text sent twice: each echo settles one send
+    if current:
+        matched[job_id] = event.message_id  # remember the id: the echo proves the send reached WhatsApp
     sends.by_id[(item.tenant.id, event.message_id)] = job_id
     return True
 
@@ -351,7 +360,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     # A tenant read as paused may have been resumed since (by another process): the database says.
     still_paused = jobs.tenants_paused(conn, {i.tenant.id for i in items if i.tenant.paused_now(now)}, now)
     matched_echoes: dict[int, str] = {}
-    results, messages, replies, notices, notifications = [], [], [], [], []
+    results, messages, replies, notices, alerts = [], [], [], [], []
     for item in items:
         event, session = item.event, sessions[(item.tenant.id, item.event.chat_jid)]
         key = (item.tenant.id, event.message_id)
@@ -379,11 +388,10 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                 notices.append(jobs.Notice(JobKind.HANDOFF, item.tenant.id, session.id, session.chat_id,
                                            f"handoff:{event.message_id}", event.message_id,
                                            item.tenant.handoff_message, due_at=now))
-            if item.tenant.notify_chat:
-                notifications.append(dict(
-                    tenant_id=item.tenant.id, chat_id=item.tenant.notify_chat, key=f"notify:{event.message_id}",
-                    message_id=event.message_id, text=owner_commands.notification(
-                        item.tenant, reason, session.push_name, session.chat_id, event.text, session.resumes_at, now)))
+            alerts.append((item.tenant, notifications.Alert(
+                notifications.HANDOFF if reason == CUSTOMER_REQUEST else notifications.RATE_LIMITED,
+                f"notify:{event.message_id}", event.message_id, session.chat_id, session.push_name, event.text,
+                session.resumes_at)))
         results.append(IngestResult(action, item.tenant.instance, event.chat_jid, event.message_id, reason,
                                     session.is_paused, session.resumes_at))
     if messages:
@@ -397,8 +405,8 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
     jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
-    for notification in notifications:
-        jobs.enqueue_notification(conn, now=now, **notification)
+    for tenant, alert in alerts:
+        notifications.queue(conn, tenant, alert, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
 

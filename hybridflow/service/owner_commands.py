@@ -27,7 +27,7 @@ _WORDS = {
         "dropped": "respostas na fila descartadas", "kept": "as conversas pausadas uma a uma continuam pausadas",
         "label_on": "o rótulo continua na conversa no WhatsApp", "error": "✗",
         "asked": "🙋 {who} pediu para falar com uma pessoa", "looped": "⚠️ {who} chegou ao limite de respostas do bot "
-                 "(talvez outro robô do outro lado)", "wrote": "última mensagem", "paused_until": "o bot está pausado "
+                 "(talvez outro robô do outro lado)", "wrote": "última mensagem", "why": "motivo", "paused_until": "o bot está pausado "
                  "nessa conversa", "hand_back": "para devolver ao bot", "budget": "⚠️ o orçamento diário de tokens "
                  "acabou: o bot não responde até a meia-noite", "failed": "⚠️ uma resposta para {who} falhou",
         "reasons": {"human_message": "você digitou", "api_takeover": "outro sistema enviou",
@@ -44,7 +44,7 @@ _WORDS = {
         "dropped": "waiting replies dropped", "kept": "chats paused one by one stay paused",
         "label_on": "the label is still on the chat in WhatsApp", "error": "✗",
         "asked": "🙋 {who} asked for a person", "looped": "⚠️ {who} reached the bot's reply limit (maybe another "
-                 "bot on the other side)", "wrote": "last message", "paused_until": "the bot is paused in that chat",
+                 "bot on the other side)", "wrote": "last message", "why": "why", "paused_until": "the bot is paused in that chat",
         "hand_back": "to hand it back to the bot", "budget": "⚠️ the daily token budget is used up: the bot does "
                   "not answer until midnight", "failed": "⚠️ a reply to {who} failed",
         "reasons": {"human_message": "you typed", "api_takeover": "another system sent", "operator": "paused by hand",
@@ -86,7 +86,7 @@ async def _one(service: Service, tenant: TenantConfig, command: Command, w: dict
         until = pauses.end_of(command.length, now, tenant.zone)
         view = await service.pause(tenant.instance, command.target, actor="owner",
                                    duration=None if until is None else (until - now).total_seconds())
-        return f"{w['paused']}: {_who(view)} · {_when(until, tenant, w, now)}"
+        return f"{w['paused']}: {_who(view)} · {when(until, tenant, w, now)}"
     view = await service.resume(tenant.instance, command.target, actor="owner")
     if view.note and "not paused" in view.note:
         return f"{w['not_paused']}: {_who(view)}"
@@ -97,7 +97,7 @@ async def _one(service: Service, tenant: TenantConfig, command: Command, w: dict
 async def _everyone(service: Service, tenant: TenantConfig, command: Command, w: dict) -> str:
     if command.verb == commands.OFF:
         paused, dropped = await service.pause_tenant(tenant.instance, length=command.length, actor="owner")
-        return f"{w['paused']}: {w['all']} · {_when(paused.paused_until, tenant, w, service.clock())} ({dropped} {w['dropped']})"
+        return f"{w['paused']}: {w['all']} · {when(paused.paused_until, tenant, w, service.clock())} ({dropped} {w['dropped']})"
     await service.resume_tenant(tenant.instance, actor="owner")
     return f"{w['resumed']}: {w['all']} ({w['kept']})"
 
@@ -110,14 +110,14 @@ async def _status(service: Service, tenant: TenantConfig, w: dict) -> str:
     lines = []
     current = await service.tenant(tenant.instance)
     if current.paused_now(now):
-        lines.append(f"{w['tenant_paused']} · {_when(current.paused_until, tenant, w, now)}")
+        lines.append(f"{w['tenant_paused']} · {when(current.paused_until, tenant, w, now)}")
     lines.append(f"🤖 {w['active']} {total - total_paused} · {w['paused_chats']} {total_paused}")
     if not paused:
         lines.append(w["none_paused"])
     for view in paused:
         reasons = ", ".join(dict.fromkeys(w["reasons"].get(p.reason, p.reason) for p in view.pauses)) or \
             w["reasons"].get(view.pause_reason or "", view.pause_reason or "")
-        lines.append(f"• {_who(view)} · {reasons} · {_when(view.resumes_at, tenant, w, now)}")
+        lines.append(f"• {_who(view)} · {reasons} · {when(view.resumes_at, tenant, w, now)}")
     if total_paused > len(paused):
         lines.append(f"… +{total_paused - len(paused)}")
     return "\n".join(lines)
@@ -131,38 +131,13 @@ async def _has_own_chat(service: Service, tenant: TenantConfig) -> int:
     return 1
 
 
-def notification(tenant: TenantConfig, reason: str, push_name: str | None, chat_id: str, last_text: str | None,
-                 until: datetime | None, now: datetime) -> str:
-    """What the owner is told when a chat needs a person: who, why, the last message, until when the bot keeps out,
-    and the command that hands the chat back."""
-    w = words(tenant)
-    number = chat_id.partition("@")[0]
-    who = f"{push_name} (+{number})" if push_name else f"+{number}"
-    head = w["asked" if reason == pauses.CUSTOMER_REQUEST else "looped"].format(who=who)
-    lines = [head]
-    if last_text:
-        lines.append(f"{w['wrote']}: \"{last_text[:300]}\"")
-    lines.append(f"{w['paused_until']} {_when(until, tenant, w, now)}")
-    lines.append(f"{w['hand_back']}: {tenant.command_word} on {number}")
-    return "\n".join(lines)
-
-
-def problem(tenant: TenantConfig, status: str, chat_id: str, error: str) -> str:
-    """What the owner is told when a reply failed for good, or the daily budget stopped the replies."""
-    w = words(tenant)
-    number = chat_id.partition("@")[0]
-    if status == "skipped_budget":
-        return f"{w['budget']} ({error})"
-    return f"{w['failed'].format(who='+' + number)}: {error[:300]}"
-
-
 def _who(view: SessionView) -> str:
     number = view.chat_id.partition("@")[0]
     shown = f"+{number}" if view.chat_id.endswith("@s.whatsapp.net") else view.chat_id
     return f"{view.push_name} ({shown})" if view.push_name else shown
 
 
-def _when(until: datetime | None, tenant: TenantConfig, w: dict, now: datetime) -> str:
+def when(until: datetime | None, tenant: TenantConfig, w: dict, now: datetime) -> str:
     if until is None:
         return w["until_lifted"]
     local = until.astimezone(tenant.zone)
@@ -170,4 +145,4 @@ def _when(until: datetime | None, tenant: TenantConfig, w: dict, now: datetime) 
     return f"{w['until']} {local:%H:%M}" if local.date() == today else f"{w['until']} {local:%d/%m %H:%M}"
 
 
-__all__ = ["carry_out", "words"]
+__all__ = ["carry_out", "when", "words"]

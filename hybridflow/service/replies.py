@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,16 +24,20 @@ from hybridflow import jobs
 from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.events import Author
-from hybridflow.jobs import (CANCELLED, FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET, SKIPPED_PAUSED, Job,
-                             JobKind, JobStatus, WriteOp)
+from hybridflow.hooks import HookClient
+from hybridflow.jobs import (CANCELLED, FAILED, HANDED_OFF, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET,
+                             SKIPPED_PAUSED, Job, JobKind, JobStatus, WriteOp)
 from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
-from hybridflow.service import owner_commands
+from hybridflow.service import handoffs, notifications
 from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.replies")
 MAX_BACKOFF = 300.0
+MAX_PARTS = 5  # a paced reply has at most this many messages
+MIN_TYPING_MS, MAX_TYPING_MS = 1_000, 20_000  # "typing…" before each part, as Evolution's own bots bound it
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
 def backoff(attempts: int, base: float = 5.0) -> float:
@@ -58,10 +64,28 @@ def system_prompt(tenant: TenantConfig, now: datetime) -> str:
     return f"{tenant.prompt.rstrip()}\n\n{tenant.schedule.brief(now, tenant.locale)}"
 
 
+def split_parts(text: str, limit: int = MAX_PARTS) -> tuple[str, ...] | None:
+    """A paced reply's parts: the text split at blank lines, at most ``limit`` (the rest joins the last one);
+    None when it is one part."""
+    parts = [part.strip() for part in _BLANK_LINE.split(text) if part.strip()]
+    if len(parts) > limit:
+        parts[limit - 1:] = ["\n\n".join(parts[limit - 1:])]
+    return tuple(parts) if len(parts) > 1 else None
+
+
+def typing_ms(part: str, time_per_char: int) -> int:
+    """How long "typing…" shows before a part: ``time_per_char`` ms per character, from 1 to 20 s."""
+    return max(MIN_TYPING_MS, min(len(part) * time_per_char, MAX_TYPING_MS))
+
+
 async def compose(llm: LLMClient, tenant: TenantConfig, history: Sequence[tuple[str, str]], now: datetime) -> Answer:
     """The reply the tenant's model writes at ``now`` to a chat's history, as the tenant sends it, with the
-    model's token counts; raises LLMError."""
-    answer = await llm.chat(model=tenant.model, messages=build_messages(system_prompt(tenant, now), turns(history)))
+    model's token counts and, with ``--handoff-tool``, its call of the handoff tool; raises LLMError."""
+    answer = await llm.chat(model=tenant.model, messages=build_messages(system_prompt(tenant, now), turns(history)),
+                            tools=[handoffs.TOOL] if tenant.handoff_tool else None)
+    if answer.call(handoffs.TOOL_NAME) is None and not answer.text:  # another tool called, and nothing said
+        raise LLMError(f'model "{tenant.model}" called a tool it does not have and returned no answer',
+                       transient=False)
     return dataclasses.replace(answer, text=shape(tenant, answer.text))
 
 
@@ -82,6 +106,11 @@ class Replies:
         self.lease = lease
         self.send_lease = send_timeout * 2 + 30
         self.max_attempts = max_attempts
+        self.hooks = HookClient(timeout=send_timeout)
+
+    async def aclose(self) -> None:
+        """Close the notification POSTs' connections."""
+        await self.hooks.aclose()
 
     async def claim(self, limit: int) -> list[Job]:
         """Atomically take up to ``limit`` due jobs, with their chat's state and history."""
@@ -116,15 +145,17 @@ class Replies:
         bound = bound.bind(tenant=tenant.instance)
         if job.paused:
             return await self._finish(job, SKIPPED_PAUSED, bound, error="the chat was paused before generation")
+        if job.kind == JobKind.NOTIFY_URL:  # a POST to the tenant's URL: never a WhatsApp message
+            return await self._post(tenant, job, bound)
         if not tenant.api_key:
             reason = tenant.secret_error or "the tenant has no Evolution API key (hybridflow tenants update --api-key)"
             return await self._finish(job, FAILED, bound, error=reason)
-        if job.reply_text is not None and await self._echo_seen(job):
+        if job.reply_text is not None and job.parts is None and await self._echo_seen(job):
             # A retry after a send that failed or timed out, but whose echo came back meanwhile: it was delivered.
             return await self._mark_sent(job, job.reply_text, None, bound)
-        if tenant.mark_read:
+        if tenant.mark_read and job.kind == JobKind.REPLY and job.parts_sent == 0:
             self._side_task(self._mark_read(tenant, job, bound))
-        text, answer = job.reply_text, None
+        text, answer, parts = job.reply_text, None, job.parts
         if text is None:
             if job.kind == JobKind.REPLY and tenant.daily_tokens:
                 spent = await self._over_budget(tenant)
@@ -136,8 +167,14 @@ class Replies:
                 answer = await compose(self.llm, tenant, job.history, self.clock())
             except LLMError as exc:
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
-            text = answer.text
             self.metrics.tokens(tenant.instance, answer.tokens)
+            call = answer.call(handoffs.TOOL_NAME)
+            if call is not None:
+                return await self._hand_off(tenant, job, handoffs.reason_of(call.arguments), answer, bound)
+            text = answer.text
+            parts = split_parts(text) if tenant.split_replies and job.kind == JobKind.REPLY else None
+        if parts is not None:
+            return await self._send_parts(tenant, job, text, parts, answer, bound)
         outcome = await self._attempt(job, text, answer)
         if outcome == SKIPPED_PAUSED:
             bound.info("reply.skipped_paused", reason="the chat was paused while the model was answering")
@@ -165,16 +202,97 @@ class Replies:
         return (f"the daily token budget is used up ({used} of {tenant.daily_tokens} tokens since "
                 f"{since.astimezone(tenant.zone):%Y-%m-%d %H:%M %Z}); replies start again at local midnight")
 
-    async def _attempt(self, job: Job, text: str, answer: Answer | None = None) -> JobStatus:
+    async def _attempt(self, job: Job, text: str, answer: Answer | None = None,
+                       parts: tuple[str, ...] | None = None) -> JobStatus:
         """The last-moment pause check and the record of the attempt, in one transaction: ``sending`` (go ahead),
         ``skipped_paused`` or ``cancelled`` (the chat was forgotten)."""
         outcome = await self.submit(functools.partial(
             jobs.record_attempt, job=job, worker_id=self.worker_id, text=text, now=self.clock(),
             send_lease=self.send_lease, generated=answer is not None,
-            tokens=answer.tokens if answer is not None else None))
+            tokens=answer.tokens if answer is not None else None, parts=parts))
         if outcome == RUNNING:
             raise _LostLease(job.id)
         return outcome
+
+    async def _send_parts(self, tenant: TenantConfig, job: Job, text: str, parts: tuple[str, ...],
+                          answer: Answer | None, bound: Any) -> str:
+        """A paced reply: before each part still to send, "typing…" for its length, then the pause re-check and
+        the record of that part's attempt, then its sendText. A pause between parts ends the job: the parts after
+        it are never sent. A failed part is retried later from that part (the parts before it stay sent)."""
+        job = dataclasses.replace(job, reply_text=text, parts=parts)
+        for index in range(job.parts_sent, len(parts)):
+            part, last = parts[index], index == len(parts) - 1
+            pbound = bound.bind(part=index + 1, parts=len(parts))
+            delivered = index == job.parts_sent and job.attempts > 1 and await self._echo_seen(job)
+            message_id = None
+            if not delivered:  # (a retried part whose echo came back meanwhile was delivered: not sent again)
+                await self._typing(tenant, job, typing_ms(part, tenant.time_per_char), pbound)
+                outcome = await self._attempt(job, text, answer if index == 0 else None, parts)
+                if outcome != SENDING:
+                    pbound.info(f"reply.{outcome}", reason="the chat was paused before this part"
+                                if outcome == SKIPPED_PAUSED else "the chat was forgotten")
+                    self.metrics.reply(outcome)
+                    return outcome
+                try:
+                    result = await self.evolution.send_text(
+                        base_url=tenant.evolution_url, instance=tenant.instance, api_key=tenant.api_key or "",
+                        number=job.chat_id, text=part, api_version=tenant.api_version)
+                    message_id = result.message_id
+                except SendError as exc:
+                    if not (exc.transient and await self._echo_seen(job)):
+                        return await self._failed_attempt(job, exc, pbound, status_from=SENDING)
+            if last:
+                return await self._mark_sent(job, part, message_id, pbound)
+            kept = await self.submit(functools.partial(
+                jobs.mark_part_sent, job=job, text=part, message_id=message_id, worker_id=self.worker_id,
+                now=self.clock(), lease=self.lease))
+            if kept is False:
+                pbound.info("reply.parts_stopped", reason="the job was taken over or the chat forgotten")
+                return CANCELLED
+            pbound.info("reply.part_sent", sent_message_id=kept, text_length=len(part))
+            job = dataclasses.replace(job, parts_sent=index + 1)
+        return SENT
+
+    async def _typing(self, tenant: TenantConfig, job: Job, delay_ms: int, bound: Any) -> None:
+        """Show "typing…" for ``delay_ms``: Evolution holds the sendPresence call that long; when the call fails,
+        the wait is kept anyway, so the pace does not change."""
+        started = time.monotonic()
+        try:
+            await self.evolution.send_presence(base_url=tenant.evolution_url, instance=tenant.instance,
+                                               api_key=tenant.api_key or "", number=job.chat_id, delay_ms=delay_ms,
+                                               api_version=tenant.api_version)
+        except SendError as exc:
+            bound.info("reply.presence_failed", error=exc.message)
+            await asyncio.sleep(max(0.0, delay_ms / 1000 - (time.monotonic() - started)))
+
+    async def _hand_off(self, tenant: TenantConfig, job: Job, reason: str, answer: Answer, bound: Any) -> str:
+        """The model called handoff_to_human: the chat goes to a person instead of getting a reply."""
+        outcome = await self.submit(functools.partial(
+            handoffs.by_model, tenant=tenant, job=job, reason=reason, worker_id=self.worker_id, now=self.clock(),
+            tokens=answer.tokens))
+        if outcome == RUNNING:
+            raise _LostLease(job.id)
+        self.metrics.reply(outcome)
+        bound.info(f"reply.{outcome}", reason=reason)
+        return outcome
+
+    async def _post(self, tenant: TenantConfig, job: Job, bound: Any) -> str:
+        """A notification job for the tenant's --notify-url: the signed POST of its JSON, exactly once."""
+        if not tenant.notify_url or not tenant.notify_secret:
+            return await self._finish(job, FAILED, bound, error=tenant.secret_error or
+                                      "the tenant has no --notify-url and --notify-secret any more")
+        text = job.reply_text or ""
+        outcome = await self._attempt(job, text)
+        if outcome != SENDING:
+            self.metrics.reply(outcome)
+            return outcome
+        try:
+            await self.hooks.post(tenant.notify_url, text, secret=tenant.notify_secret,
+                                  delivery=f"{tenant.instance}/{job.trigger_message_id}",
+                                  event=notifications.event_of(text))
+        except SendError as exc:
+            return await self._failed_attempt(job, exc, bound, status_from=SENDING)
+        return await self._mark_sent(job, text, None, bound)
 
     async def _send(self, tenant: TenantConfig, job: Job, text: str, bound: Any) -> str:
         try:
@@ -225,14 +343,13 @@ class Replies:
         """Tell the owner once: of each reply that failed for good, and of the first reply of the day the budget
         stopped."""
         tenant = await self.tenants.get_by_id(job.tenant_id)
-        if tenant.notify_chat is None:
+        if tenant.notify_chat is None and tenant.notify_url is None:
             return
         now = self.clock()
-        key = (f"failed:{job.id}" if status == FAILED
-               else f"budget:{now.astimezone(tenant.zone).date().isoformat()}")
-        text = owner_commands.problem(tenant, status, job.chat_id, error)
-        await self.submit(functools.partial(jobs.enqueue_notification, tenant_id=tenant.id, chat_id=tenant.notify_chat,
-                                            key=key, message_id=job.trigger_message_id, text=text, now=now))
+        event, key = ((notifications.FAILED, f"failed:{job.id}") if status == FAILED else
+                      (notifications.BUDGET, f"budget:{now.astimezone(tenant.zone).date().isoformat()}"))
+        await self.submit(functools.partial(notifications.queue_for_job, tenant=tenant, job=job, event=event, key=key,
+                                            now=now, detail=error))
 
     async def _presence(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
         try:

@@ -161,9 +161,10 @@ def erase_chat(conn: Connection, tenant_id: int, chat_id: str, now: datetime, *,
         JOBS.c.session_id == session_id, JOBS.c.sent_message_id.is_not(None))).scalars())
     # A text handed to Evolution whose echo has not come back (a send that timed out, is being retried, or whose
     # outcome is unknown) may still echo later: its tombstone keeps that echo from recreating the chat.
-    ids |= {echo_key(chat_id, text) for text in conn.execute(sa.select(JOBS.c.reply_text).where(
-        JOBS.c.session_id == session_id, JOBS.c.reply_text.is_not(None), JOBS.c.attempted_at.is_not(None),
-        JOBS.c.sent_message_id.is_(None))).scalars()}
+    for text, parts in conn.execute(sa.select(JOBS.c.reply_text, JOBS.c.parts).where(
+            JOBS.c.session_id == session_id, JOBS.c.reply_text.is_not(None), JOBS.c.attempted_at.is_not(None),
+            JOBS.c.sent_message_id.is_(None))):
+        ids |= {echo_key(chat_id, t) for t in (jobs.load_parts(parts) or (text,))}  # a paced reply: each part
     add_tombstones(conn, [(tenant_id, mid) for mid in sorted(ids)], now)
     counts = {"messages": conn.execute(sa.delete(MESSAGES).where(MESSAGES.c.session_id == session_id)).rowcount,
               "replies": jobs.delete_for_session(conn, session_id),

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -34,6 +35,8 @@ API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
 IGNORE, ALLOW = "ignore", "allow"  # the audience lists
 OWNER_LIDS = "owner_lids"
+DEFAULT_TIME_PER_CHAR = 50  # ms of "typing" per character of a paced part, as Evolution's own bots
+MAX_TIME_PER_CHAR = 1000
 MIN_REPLY_CHARS = 20  # a shorter limit would cut every answer to nothing useful
 NEXT_OPEN = "{next_open}"  # the away message's placeholder
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -84,6 +87,11 @@ class TenantConfig:
     handoff_pause: float = handoff.DEFAULT_PAUSE  # how long a handoff pauses the chat
     handoff_message: str | None = None  # what the customer is told then, once
     notify_number: str | None = None  # where notifications go instead of the owner's own chat
+    handoff_tool: bool = False  # the model may call handoff_to_human(reason)
+    notify_url: str | None = None  # notifications are also POSTed there, signed with notify_secret
+    notify_secret: str | None = field(default=None, repr=False)
+    split_replies: bool = False  # a long answer goes out in parts, each "typed" first
+    time_per_char: int = DEFAULT_TIME_PER_CHAR  # ms of "typing" per character of a part
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -182,6 +190,10 @@ class TenantConfig:
             "handoff_pause": format_duration(self.handoff_pause),
             "handoff_message": self.handoff_message or "none",
             "notify": self.notify_chat or "nowhere yet (the owner's number is not known)",
+            "handoff_tool": self.handoff_tool,
+            "notify_url": (f"{self.notify_url} (signed)" if self.notify_url else "none"),
+            "split_replies": self.split_replies,
+            "time_per_char": f"{self.time_per_char} ms",
             "paused": ("no" if self.paused_at is None or not self.paused_now(datetime.now(UTC)) else
                        f"since {self.paused_at.isoformat()} by {self.paused_by}, "
                        + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
@@ -231,6 +243,11 @@ class TenantChanges:
     handoff_pause: float | None = None  # seconds
     handoff_message: str | None = None  # "" removes it
     notify_number: str | None = None  # typed; "" back to the owner's own chat
+    handoff_tool: bool | None = None
+    notify_url: str | None = None  # "" stops the POSTs
+    notify_secret: str | None = None  # "" clears it
+    split_replies: bool | None = None
+    time_per_char: int | None = None  # ms per character
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -253,7 +270,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "max_reply_chars": None, "hours": None, "hours_mode": "always", "away_message": None, "locale": None,
     "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None, "pause_label": None,
     "owner_jid": None, "owner_source": None, "command_word": None, "handoff_phrases": None, "handoff_pause": None,
-    "handoff_message": None, "notify_number": None, "paused_at": None, "paused_until": None, "paused_by": None,
+    "handoff_message": None, "notify_number": None, "handoff_tool": None, "notify_url": None,
+    "notify_secret_enc": None, "split_replies": None, "time_per_char": None, "paused_at": None, "paused_until": None, "paused_by": None,
 }
 
 
@@ -329,6 +347,18 @@ def _schedule(stored: str | None) -> Schedule | None:
         return None
 
 
+def _notify_url(text: str) -> str | None:
+    """``--notify-url`` as stored: None to stop the POSTs; refused unless it is an absolute http(s) URL."""
+    text = text.strip()
+    if not text:
+        return None
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise BadRequest(f"invalid --notify-url: give an http:// or https:// URL, e.g. "
+                         f"https://n8n.example.com/webhook/hybridflow; got {text!r}")
+    return text
+
+
 def _away_message(text: str) -> str | None:
     """An away message as stored: None to clear it; refused when it has a placeholder other than {next_open}."""
     if not text.strip():
@@ -399,6 +429,7 @@ class Tenants:
         api_key, err1 = self._decrypt(row.api_key_enc)
         secret, err2 = self._decrypt(row.webhook_secret_enc)
         jwt_key, err3 = self._decrypt(row.jwt_key_enc)
+        notify_secret, err4 = self._decrypt(row.notify_secret_enc)
         return TenantConfig(
             id=row.id,
             instance=row.instance,
@@ -435,6 +466,11 @@ class Tenants:
             handoff_pause=row.handoff_pause if row.handoff_pause is not None else handoff.DEFAULT_PAUSE,
             handoff_message=row.handoff_message,
             notify_number=row.notify_number,
+            handoff_tool=bool(row.handoff_tool),
+            notify_url=row.notify_url,
+            notify_secret=notify_secret,
+            split_replies=bool(row.split_replies),
+            time_per_char=row.time_per_char if row.time_per_char is not None else DEFAULT_TIME_PER_CHAR,
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -442,7 +478,7 @@ class Tenants:
             api_key=api_key,
             webhook_secret=secret,
             jwt_key=jwt_key,
-            secret_error=err1 or err2 or err3,
+            secret_error=err1 or err2 or err3 or err4,
             ignored=(lists or {}).get(IGNORE, frozenset()),
             allowed=(lists or {}).get(ALLOW, frozenset()),
         )
@@ -571,14 +607,21 @@ class Tenants:
                              "make one with `openssl rand -hex 32` and set the same in Evolution's jwt_key")
         values: dict[str, Any] = {}
         for name in ("prompt", "evolution_url", "model", "resume_after", "debounce", "api_version",
-                     "allow_groups", "send_presence", "mark_read"):
+                     "allow_groups", "send_presence", "mark_read", "handoff_tool", "split_replies"):
             value = getattr(changes, name)
             if value is not None:
                 values[name] = value
-        for name in ("api_key", "webhook_secret", "jwt_key"):
+        for name in ("api_key", "webhook_secret", "jwt_key", "notify_secret"):
             value = getattr(changes, name)
             if value is not None:
                 values[f"{name}_enc"] = self.secrets.encrypt(value) if value else None
+        if changes.notify_url is not None:
+            values["notify_url"] = _notify_url(changes.notify_url)
+        if changes.time_per_char is not None:
+            if not 0 <= changes.time_per_char <= MAX_TIME_PER_CHAR:
+                raise BadRequest(f"invalid --time-per-char: give milliseconds per character from 0 to "
+                                 f"{MAX_TIME_PER_CHAR}, e.g. 50; got {changes.time_per_char}")
+            values["time_per_char"] = changes.time_per_char
         if changes.max_reply_chars is not None:
             if changes.max_reply_chars < 0 or 0 < changes.max_reply_chars < MIN_REPLY_CHARS:
                 raise BadRequest(f"invalid --max-reply-chars: give at least {MIN_REPLY_CHARS} characters, or 0 for "
@@ -649,7 +692,8 @@ class Tenants:
                 if changes.is_empty():
                     raise BadRequest(f"nothing to change for tenant {instance!r}: give at least one option "
                                      "(hybridflow tenants update --help)")
-                if any(getattr(changes, name) is not None for name in ("webhook_secret", "jwt_key", "api_version")):
+                if any(getattr(changes, name) is not None for name in ("webhook_secret", "jwt_key", "api_version",
+                                                                       "notify_url", "notify_secret")):
                     self._check(changes, found)  # an older tenant's contradiction does not block other changes
                 await conn.execute(sa.update(TENANTS).where(TENANTS.c.id == found.id).values(
                     updated_at=now, **values | self._numbers(changes, found)))
@@ -681,6 +725,10 @@ class Tenants:
 
         _check_auth(secret=will_have("webhook_secret"), jwt_key=will_have("jwt_key"),
                     api_version=changes.api_version or (row.api_version if row is not None else "v2"))
+        url = changes.notify_url if changes.notify_url is not None else (row.notify_url if row is not None else None)
+        if url and not will_have("notify_secret"):
+            raise BadRequest("--notify-url needs --notify-secret too: its POSTs are signed with it, so that the "
+                             "receiver can tell them from anyone else's (e.g. --notify-secret \"$(openssl rand -hex 32)\")")
 
     async def update(self, instance: str, changes: TenantChanges, now: datetime) -> TenantConfig:
         """Change some fields of an existing tenant."""

@@ -133,4 +133,8 @@ async def test_the_owner_is_told_once_a_day_that_the_budget_ran_out_and_of_each_
     assert await run_due(service) == ["failed"]
     assert await run_due(service) == ["sent"]  # the notification
     [failed] = [t for t in sent_to(fake_evolution, OWNER) if "falhou" in t]
-    assert failed.startswith("⚠️ uma resposta para +5511933339999 falhou: ")
+    # Who (the push name when known, and the number), why, and what the customer wrote last.
+    head, why, wrote = failed.split("\n")
+    assert head.startswith("⚠️ uma resposta para ") and head.endswith("(+5511933339999) falhou")
+    assert why.startswith("motivo: ") and "ollama pull llama3.2" in why
+    assert wrote == 'última mensagem: "Oi de novo"'

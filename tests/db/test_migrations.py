@@ -82,15 +82,15 @@ async def v1_store(database_url: str) -> AsyncIterator[Store]:
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_history(v1_store: Store):
-    assert await v1_store.create_schema() == SCHEMA_VERSION == 6
-    assert await version_of(v1_store) == 6
+    assert await v1_store.create_schema() == SCHEMA_VERSION == 7
+    assert await version_of(v1_store) == 7
     assert await rows(v1_store, "SELECT id, kind, status, trigger_message_id, reply_text, sent_message_id "
                                 "FROM reply_jobs ORDER BY id") == [
         (1, "reply", "sent", "M1", "Olá!", "BOT1"), (2, "reply", "queued", "M2", None, None)]
     assert await rows(v1_store, "SELECT message_id, text FROM messages") == [("M1", "Oi")]
     assert await rows(v1_store, "SELECT instance FROM tenants") == [("test-instance",)]
     assert await rows(v1_store, "SELECT count(*) FROM tenant_contacts") == [(0,)]  # version 3's table, empty
-    assert await v1_store.create_schema() == 6  # a second start changes nothing
+    assert await v1_store.create_schema() == 7  # a second start changes nothing
     assert len(await rows(v1_store, "SELECT id FROM reply_jobs")) == 2
 
 
@@ -112,7 +112,7 @@ async def test_after_migrating_the_uniqueness_rules_are_per_kind(v1_store: Store
 async def test_a_migrated_database_serves_webhooks(v1_store: Store, settings, clock):  # type: ignore[no-untyped-def]
     await v1_store.dispose()
     async with Service.open(settings, clock=clock) as service:  # migrates on open, like serve
-        assert await service.store.schema_version() == 6
+        assert await service.store.schema_version() == 7
         result = await service.ingest(upsert("Vocês entregam?", message_id="M9"), "{}")
         assert result.action == "reply_queued"
         # The chat's reply that was waiting before the upgrade absorbs the new message (debounce), as before it.

@@ -386,6 +386,39 @@ class FakeEvolution(_FakeServer):
         })
 
 
+class NotifyReceiver(_FakeServer):
+    """What a ``--notify-url`` points at (an n8n webhook, a CRM): records each POST with its headers and raw body.
+    ``fail_next(status)`` answers the next POSTs with that status instead of 200."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[RecordedRequest] = []
+        self.bodies: list[bytes] = []
+        self.statuses: list[int] = []
+        self._faults: list[int] = []
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        self._faults.extend([status] * times)
+
+    @property
+    def hook_url(self) -> str:
+        assert self.url is not None
+        return f"{self.url}/webhook/hybridflow"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        self.received.append(RecordedRequest(request.method, request.path, headers, parsed))
+        self.bodies.append(raw)
+        status = self._faults.pop(0) if self._faults else 200
+        self.statuses.append(status)
+        return web.json_response({"ok": status < 400}, status=status)
+
+
 def create_jid(number: str) -> str:
     """Evolution's ``createJid``: JIDs pass through; digits (``+``, spaces, parentheses dropped) get a server."""
     if "@" in number:
@@ -499,6 +532,11 @@ class FakeOllama(_FakeServer):
         self.prompt_tokens: int | None = 10
         self.answer_tokens: int | None = None
         self.counts = True  # False: no counts at all, as some Ollama versions and proxies answer
+        # Tool calling: models whose template has no tools answer a request with tools 400 "does not support
+        # tools", as Ollama does; ``tool_call(body)`` returns {"name", "arguments"} for the model to call one of
+        # the tools the request offers instead of answering (None: it answers).
+        self.no_tools: set[str] = set()
+        self.tool_call: Callable[[dict], dict | None] | None = None
         self._faults: list[_Fault] = []
 
     def fail_next(self, status: int, times: int = 1, error: str | None = None) -> None:
@@ -512,6 +550,9 @@ class FakeOllama(_FakeServer):
 
     def _has(self, model: str) -> bool:
         return canonical_model(model) in {canonical_model(m) for m in self.models}
+
+    def _no_tools(self) -> set[str]:
+        return {canonical_model(m) for m in self.no_tools}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route = (request.method, request.path)
@@ -539,7 +580,7 @@ class FakeOllama(_FakeServer):
             "template": "{{ .Prompt }}",
             "details": _details(),
             "model_info": {"general.architecture": "llama", "general.parameter_count": 3212749888},
-            "capabilities": ["completion", "tools"],
+            "capabilities": ["completion"] if canonical_model(name) in self._no_tools() else ["completion", "tools"],
             "modified_at": _ollama_now(),
         })
 
@@ -558,8 +599,18 @@ class FakeOllama(_FakeServer):
             return web.json_response(fault.body, status=fault.status or 500)
         if not body.get("messages"):  # Ollama only loads the model and answers an empty message
             return web.json_response(self._chunk(model, "", done=True, done_reason="load"))
+        tools = body.get("tools") or []
+        if tools and canonical_model(model) in self._no_tools():
+            return web.json_response({"error": f"registry.ollama.ai/library/{canonical_model(model)} does not support "
+                                               "tools"}, status=400)
         if not await self._sleep(self.delay):
             return web.Response(status=503)
+        offered = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict)}
+        call = self.tool_call(body) if self.tool_call is not None and tools else None
+        if call is not None and call["name"] in offered:
+            chunk = self._chunk(model, "", done=True)
+            chunk["message"]["tool_calls"] = [{"function": {"name": call["name"], "arguments": call["arguments"]}}]
+            return web.json_response(self._counted(chunk, 12))
         text = self.reply(body) if callable(self.reply) else self.reply
         if body.get("stream", True) is False:  # Ollama streams unless told not to
             return web.json_response(self._counted(self._chunk(model, text, done=True)))
@@ -660,4 +711,10 @@ if pytest_asyncio is not None:
     async def fake_ollama() -> AsyncIterator[FakeOllama]:
         """A started FakeOllama with model llama3.2; its base URL is ``fake_ollama.url``."""
         async with FakeOllama() as fake:
+            yield fake
+
+    @pytest_asyncio.fixture
+    async def notify_receiver() -> AsyncIterator[NotifyReceiver]:
+        """A started NotifyReceiver; point a tenant's --notify-url at ``notify_receiver.hook_url``."""
+        async with NotifyReceiver() as fake:
             yield fake
