@@ -402,8 +402,8 @@ def recover_stale(conn: Connection, now: datetime) -> list[Row[Any]]:
         if row.parts:
             conn.execute(sa.update(JOBS).where(JOBS.c.id == row.id).values(
                 last_error=f"the worker stopped while sending part {(row.parts_sent or 0) + 1} of "
-                           f"{len(load_parts(row.parts) or ())}; it may or may not have been delivered, and neither "
-                           "it nor the parts after it are sent"))
+                           f"{len(load_parts(row.parts) or ())}; it may or may not have been delivered: it is not sent "
+                           "again, nor are the parts after it"))
     return unknown
 
 

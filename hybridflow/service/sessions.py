@@ -94,6 +94,8 @@ class ReplyView:
     created_at: datetime
     sent_at: datetime | None
     tokens: int | None = None  # the model's count for its text; None: not generated, or not counted
+    parts: int | None = None  # a paced reply: how many messages its text was split into; None: one
+    parts_sent: int = 0  # how many of them were delivered
 
     def as_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -277,7 +279,9 @@ class Sessions:
                 messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action)
                           for r in reversed(messages.all())],
                 replies=[ReplyView(r.id, r.kind, r.status, r.attempts, r.trigger_message_id, r.reply_text,
-                                   r.last_error, r.created_at, r.sent_at, r.tokens) for r in replies],
+                                   r.last_error, r.created_at, r.sent_at, r.tokens,
+                                   len(jobs.load_parts(r.parts) or ()) or None, r.parts_sent or 0)
+                         for r in replies],
             )
 
     async def pause(self, tenant: TenantConfig, chat: str, now: datetime, *, duration: float | None,

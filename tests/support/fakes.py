@@ -178,6 +178,7 @@ class FakeEvolution(_FakeServer):
         self.delay_scale = 0.0
         self._released = asyncio.Event()
         self._released.set()
+        self._held_path: str | None = None
         self.echo_webhook_url: str | None = None
         self.echo_headers: dict[str, str] = {}
         self.echo_apikey: str | None = None  # the envelope's "apikey" (Evolution puts the instance token there)
@@ -216,8 +217,10 @@ class FakeEvolution(_FakeServer):
         for _ in range(times):
             self._faults.append(_Fault(status=None, seconds=seconds))
 
-    def hold(self) -> None:
-        """From now on, requests wait (after being recorded) until ``release()``."""
+    def hold(self, only: str | None = None) -> None:
+        """From now on, requests wait (after being recorded) until ``release()``; ``only``: just the requests whose
+        path contains it (e.g. "/sendText/": presences still answer)."""
+        self._held_path = only
         self._released.clear()
 
     def release(self) -> None:
@@ -248,7 +251,7 @@ class FakeEvolution(_FakeServer):
         body = await _read_json(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         self.requests.append(RecordedRequest(request.method, request.path, headers, body))
-        if not self._released.is_set():
+        if not self._released.is_set() and (self._held_path is None or self._held_path in request.path):
             waiting = asyncio.ensure_future(self._released.wait())
             stopping = asyncio.ensure_future(self._stopping.wait())
             await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
