@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,13 @@ def parse_log_format(value: Any) -> str:
     return text
 
 
+def parse_sqlite_synchronous(value: Any) -> str:
+    text = parse_str(value).lower()
+    if text not in {"full", "normal"}:
+        raise ValueError(f"expected full or normal, got {value!r}")
+    return text
+
+
 def parse_log_level(value: Any) -> str:
     text = parse_str(value).lower()
     if text not in {"debug", "info", "warning", "error"}:
@@ -216,6 +223,7 @@ class Settings:
     secret_key: str | None = None
     log_format: str = "auto"
     log_level: str = "info"
+    sqlite_synchronous: str = "full"  # full: a 200 survives a power loss; normal: it survives a crash of serve
     max_body_size: int = 8 * 1024 * 1024
     sweep_interval: float = 30.0
     reply_lease: float = 300.0
@@ -251,6 +259,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "admin_token": parse_optional_str,
     "secret_key": parse_optional_str,
     "log_format": parse_log_format,
+    "sqlite_synchronous": parse_sqlite_synchronous,
     "log_level": parse_log_level,
     "max_body_size": parse_size,
     "sweep_interval": parse_duration,

@@ -93,7 +93,8 @@ class Service:
         ``create=False`` (commands that only read): a database that does not exist yet is not created; with
         ``create_schema`` (migrate what exists), ``DatabaseMissing`` then says which database was looked for.
         """
-        store = Store(settings.database_url, background_checkpoints=serving, create=create)
+        store = Store(settings.database_url, background_checkpoints=serving, create=create,
+                      synchronous=settings.sqlite_synchronous)
         evolution = evolution or EvolutionClient(timeout=settings.evolution_timeout)
         llm = llm or LLMClient(host=settings.ollama_host, timeout=settings.ollama_timeout)
         try:

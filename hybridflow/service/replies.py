@@ -25,7 +25,7 @@ from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.events import Author
 from hybridflow.hooks import HookClient
-from hybridflow.jobs import (CANCELLED, FAILED, HANDED_OFF, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET,
+from hybridflow.jobs import (CANCELLED, FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET,
                              SKIPPED_PAUSED, Job, JobKind, JobStatus, WriteOp)
 from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics

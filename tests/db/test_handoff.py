@@ -13,22 +13,12 @@ from hybridflow.errors import BadRequest
 from hybridflow.handoff import asks_for_person, parse_phrases, DEFAULT_PHRASES
 from hybridflow.service import Service, TenantChanges
 from tests.conftest import FakeClock
-from tests.support.builders import CUSTOMER, raw, run_due, upsert
+from tests.support.builders import CUSTOMER, raw, run_due, said, texts_to, upsert
 from tests.support.cli import as_json, ok
 from tests.support.fakes import FakeEvolution
 
 INSTANCE = "test-instance"
 OWNER = "5511955550000@s.whatsapp.net"
-
-
-async def say(service: Service, text: str, **kwargs) -> tuple[str, str | None]:
-    body = upsert(text, **kwargs)
-    result = await service.ingest(body, raw(body))
-    return result.action, result.reason
-
-
-def sent_to(fake_evolution: FakeEvolution, chat: str) -> list[str]:
-    return [t["text"] for t in fake_evolution.sent_texts if t["number"] == chat.partition("@")[0]]
 
 
 @pytest.fixture
@@ -41,37 +31,37 @@ async def shop(service: Service, tenant):  # type: ignore[no-untyped-def]
 async def test_a_customer_asking_for_a_person_pauses_the_chat_gets_the_message_and_the_owner_is_told(
         shop: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = shop
-    assert await say(service, "Quero falar com um ATENDENTE, por favor!") == ("paused", "customer_request")
+    assert await said(service, "Quero falar com um ATENDENTE, por favor!") == ("paused", "customer_request")
     view = await service.session(INSTANCE, CUSTOMER)
     assert (view.pause_reason, view.paused_by, view.resumes_at) == ("customer_request", "customer",
                                                                     clock.now + timedelta(hours=24))
     statuses = await run_due(service)
     assert sorted(statuses) == ["sent", "sent"]
-    assert sent_to(fake_evolution, CUSTOMER) == ["Claro! Já chamo alguém da equipe."]
-    [told] = sent_to(fake_evolution, OWNER)
+    assert texts_to(fake_evolution, CUSTOMER) == ["Claro! Já chamo alguém da equipe."]
+    [told] = texts_to(fake_evolution, OWNER)
     lines = told.splitlines()
     assert [lines[0], lines[1], lines[3]] == [
         "🙋 Maria (+5511987654321) pediu para falar com uma pessoa",
         'última mensagem: "Quero falar com um ATENDENTE, por favor!"',
         "para devolver ao bot: bot on 5511987654321"]
     assert lines[2].startswith("o bot está pausado nessa conversa até ")
-    assert await say(service, "Alô?") == ("ignored_paused", "customer_request")
+    assert await said(service, "Alô?") == ("ignored_paused", "customer_request")
     assert await run_due(service) == []  # once: no second message, no second notification
 
 
 async def test_a_handoff_is_whole_words_only(shop: Service):
-    assert await say(shop, "Qual é o horário do atendimento?") == ("reply_queued", None)  # not "atendente"
+    assert await said(shop, "Qual é o horário do atendimento?") == ("reply_queued", None)  # not "atendente"
     assert asks_for_person("Can I talk to a person?", DEFAULT_PHRASES) == "talk to a person"
     assert asks_for_person("humanidade", DEFAULT_PHRASES) is None
 
 
 async def test_the_phrases_and_the_pause_are_settings(shop: Service, clock: FakeClock):
     await shop.update_tenant(INSTANCE, TenantChanges(handoff_phrases="gerente, falar com o dono", handoff_pause=3600))
-    assert await say(shop, "Quero falar com um atendente") == ("reply_queued", None)  # no longer a phrase
-    assert await say(shop, "Chama o GERENTE", chat="5511911110000@s.whatsapp.net") == ("paused", "customer_request")
+    assert await said(shop, "Quero falar com um atendente") == ("reply_queued", None)  # no longer a phrase
+    assert await said(shop, "Chama o GERENTE", chat="5511911110000@s.whatsapp.net") == ("paused", "customer_request")
     assert (await shop.session(INSTANCE, "5511911110000@s.whatsapp.net")).resumes_at == clock.now + timedelta(hours=1)
     await shop.update_tenant(INSTANCE, TenantChanges(handoff_phrases="off"))
-    assert await say(shop, "gerente!", chat="5511922220000@s.whatsapp.net") == ("reply_queued", None)
+    assert await said(shop, "gerente!", chat="5511922220000@s.whatsapp.net") == ("reply_queued", None)
     assert parse_phrases("off") == () and parse_phrases(" Falar com o Dono , ") == ("falar com o dono",)
 
 
@@ -79,11 +69,11 @@ async def test_notifications_go_to_the_notify_number_and_a_stopped_loop_is_told(
         service: Service, tenant, fake_evolution: FakeEvolution):
     manager = "5511944443333@s.whatsapp.net"
     await service.update_tenant(INSTANCE, TenantChanges(notify_number="+55 11 94444-3333", reply_cap="1/10m"))
-    assert await say(service, "Olá, sou um robô") == ("reply_queued", None)
+    assert await said(service, "Olá, sou um robô") == ("reply_queued", None)
     await run_due(service)
-    assert await say(service, "Olá, sou um robô (2)") == ("paused", "rate_limited")
+    assert await said(service, "Olá, sou um robô (2)") == ("paused", "rate_limited")
     await run_due(service)
-    [told] = sent_to(fake_evolution, manager)
+    [told] = texts_to(fake_evolution, manager)
     assert told.startswith("⚠️ Maria (+5511987654321) chegou ao limite de respostas do bot")
     # The echo of the notification in the manager's chat is ours: it pauses nothing there.
     sent = fake_evolution.sent_messages[-1]
@@ -94,7 +84,7 @@ async def test_notifications_go_to_the_notify_number_and_a_stopped_loop_is_told(
 
 async def test_without_an_owners_number_nobody_is_notified_but_the_handoff_still_holds(service: Service, tenant,
                                                                                        fake_evolution: FakeEvolution):
-    assert await say(service, "atendente") == ("paused", "customer_request")
+    assert await said(service, "atendente") == ("paused", "customer_request")
     assert await run_due(service) == [] and fake_evolution.sent_texts == []
 
 
@@ -118,21 +108,21 @@ async def test_the_owner_is_told_once_a_day_that_the_budget_ran_out_and_of_each_
     service = shop
     await service.update_tenant(INSTANCE, TenantChanges(daily_tokens=1))
     fake_ollama.prompt_tokens, fake_ollama.answer_tokens = 5, 5
-    await say(service, "Oi")
+    await said(service, "Oi")
     assert await run_due(service) == ["sent"]  # it started with tokens left
     for n in range(2):
-        await say(service, "Oi", chat=f"551193333000{n}@s.whatsapp.net")
+        await said(service, "Oi", chat=f"551193333000{n}@s.whatsapp.net")
         assert "skipped_budget" in await run_due(service)  # (with the notification queued before it)
     await run_due(service)
-    budget = [t for t in sent_to(fake_evolution, OWNER) if "orçamento" in t]
+    budget = [t for t in texts_to(fake_evolution, OWNER) if "orçamento" in t]
     assert len(budget) == 1 and budget[0].startswith("⚠️ o orçamento diário de tokens acabou")
 
     await service.update_tenant(INSTANCE, TenantChanges(daily_tokens=0))
     fake_ollama.fail_next(404)  # the model is gone: a permanent failure
-    await say(service, "Oi de novo", chat="5511933339999@s.whatsapp.net")
+    await said(service, "Oi de novo", chat="5511933339999@s.whatsapp.net")
     assert await run_due(service) == ["failed"]
     assert await run_due(service) == ["sent"]  # the notification
-    [failed] = [t for t in sent_to(fake_evolution, OWNER) if "falhou" in t]
+    [failed] = [t for t in texts_to(fake_evolution, OWNER) if "falhou" in t]
     # Who (the push name when known, and the number), why, and what the customer wrote last.
     head, why, wrote = failed.split("\n")
     assert head.startswith("⚠️ uma resposta para ") and head.endswith("(+5511933339999) falhou")

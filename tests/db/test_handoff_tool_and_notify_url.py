@@ -13,23 +13,13 @@ import pytest
 from hybridflow.hooks import signature, verify
 from hybridflow.service import Service, TenantChanges
 from tests.conftest import FakeClock
-from tests.support.builders import CUSTOMER, owner, raw, run_due, upsert
+from tests.support.builders import CUSTOMER, owner, raw, run_due, said, texts_to
 from tests.support.cli import failed, ok
 from tests.support.fakes import FakeEvolution, FakeOllama, NotifyReceiver
 
 INSTANCE = "test-instance"
 OWNER = "5511955550000@s.whatsapp.net"
 SECRET = "n8n-shared-secret-0123456789abcdef"
-
-
-async def say(service: Service, text: str, **kwargs) -> tuple[str, str | None]:
-    body = upsert(text, **kwargs)
-    result = await service.ingest(body, raw(body))
-    return result.action, result.reason
-
-
-def sent_to(fake_evolution: FakeEvolution, chat: str) -> list[str]:
-    return [t["text"] for t in fake_evolution.sent_texts if t["number"] == chat.partition("@")[0]]
 
 
 def hand_off_when_asked(body: dict) -> dict | None:
@@ -51,7 +41,7 @@ async def shop(service: Service, tenant, fake_ollama: FakeOllama):  # type: igno
 async def test_the_model_hands_a_chat_to_a_person_like_a_handoff_phrase(
         shop: Service, clock: FakeClock, fake_evolution: FakeEvolution, fake_ollama: FakeOllama):
     service = shop
-    assert await say(service, "Quero meu reembolso do pedido 123") == ("reply_queued", None)
+    assert await said(service, "Quero meu reembolso do pedido 123") == ("reply_queued", None)
     assert await run_due(service) == ["handed_off"]
     [request] = fake_ollama.requests
     assert [t["function"]["name"] for t in request["tools"]] == ["handoff_to_human"]
@@ -64,24 +54,24 @@ async def test_the_model_hands_a_chat_to_a_person_like_a_handoff_phrase(
     assert job.tokens == 22  # the call's tokens count towards the budget like an answer's
 
     assert sorted(await run_due(service)) == ["sent", "sent"]  # the handoff message, the owner's notification
-    assert sent_to(fake_evolution, CUSTOMER) == ["Já chamo alguém da equipe."]  # nothing of the model's own
-    [told] = sent_to(fake_evolution, OWNER)
+    assert texts_to(fake_evolution, CUSTOMER) == ["Já chamo alguém da equipe."]  # nothing of the model's own
+    [told] = texts_to(fake_evolution, OWNER)
     assert told.splitlines()[:3] == ["🙋 Maria (+5511987654321) pediu para falar com uma pessoa",
                                      "motivo: refund request",
                                      'última mensagem: "Quero meu reembolso do pedido 123"']
     assert told.splitlines()[-1] == "para devolver ao bot: bot on 5511987654321"
-    assert await say(service, "Alô?") == ("ignored_paused", "customer_request")
+    assert await said(service, "Alô?") == ("ignored_paused", "customer_request")
     assert await run_due(service) == []
 
 
 async def test_without_a_call_the_model_answers_as_usual_and_the_tool_is_only_offered_when_on(
         shop: Service, fake_evolution: FakeEvolution, fake_ollama: FakeOllama):
     service = shop
-    await say(service, "Vocês abrem domingo?")
+    await said(service, "Vocês abrem domingo?")
     assert await run_due(service) == ["sent"]
-    assert sent_to(fake_evolution, CUSTOMER) == ["Echo: Vocês abrem domingo?"]
+    assert texts_to(fake_evolution, CUSTOMER) == ["Echo: Vocês abrem domingo?"]
     await service.update_tenant(INSTANCE, TenantChanges(handoff_tool=False))
-    await say(service, "E o reembolso?")
+    await said(service, "E o reembolso?")
     assert await run_due(service) == ["sent"]
     assert [bool(r.get("tools")) for r in fake_ollama.requests] == [True, False]
 
@@ -90,9 +80,9 @@ async def test_a_model_without_tool_support_still_answers_and_is_asked_without_t
         shop: Service, fake_evolution: FakeEvolution, fake_ollama: FakeOllama, capsys: pytest.CaptureFixture[str]):
     service = shop
     fake_ollama.no_tools = {"llama3.2"}
-    await say(service, "Quero reembolso")
+    await said(service, "Quero reembolso")
     assert await run_due(service) == ["sent"]  # the phrase-less handoff is lost, the customer is still answered
-    await say(service, "Oi?", chat="5511900001111@s.whatsapp.net")
+    await said(service, "Oi?", chat="5511900001111@s.whatsapp.net")
     assert await run_due(service) == ["sent"]
     assert [bool(r.get("tools")) for r in fake_ollama.requests] == [True, False, False]  # asked again once, then never
     assert capsys.readouterr().out.count("llm.tools_unsupported") == 1
@@ -101,7 +91,7 @@ async def test_a_model_without_tool_support_still_answers_and_is_asked_without_t
 async def test_an_owner_who_took_over_while_the_model_thought_keeps_the_chat(
         shop: Service, fake_evolution: FakeEvolution, fake_ollama: FakeOllama):
     service = shop
-    await say(service, "Quero reembolso")
+    await said(service, "Quero reembolso")
     [job] = await service.replies.claim(10)
     body = owner("Oi Maria, eu resolvo isso")
     await service.ingest(body, raw(body))
@@ -109,7 +99,7 @@ async def test_an_owner_who_took_over_while_the_model_thought_keeps_the_chat(
     view = await service.session(INSTANCE, CUSTOMER)
     assert view.pause_reason == "human_message"  # the owner's pause, not a handoff
     assert await run_due(service) == []  # no handoff message, no notification
-    assert sent_to(fake_evolution, CUSTOMER) == []
+    assert texts_to(fake_evolution, CUSTOMER) == []
 
 
 # -- notifications to a URL -----------------------------------------------------------------------------------
@@ -123,7 +113,7 @@ async def hooked(shop: Service, notify_receiver: NotifyReceiver) -> Service:
 async def test_a_handoff_is_posted_signed_to_the_notify_url_and_sent_on_whatsapp(
         hooked: Service, clock: FakeClock, fake_evolution: FakeEvolution, notify_receiver: NotifyReceiver):
     service = hooked
-    assert await say(service, "Quero falar com um atendente") == ("paused", "customer_request")
+    assert await said(service, "Quero falar com um atendente") == ("paused", "customer_request")
     assert sorted(await run_due(service)) == ["sent", "sent", "sent"]  # handoff message, WhatsApp, URL
     [post] = notify_receiver.received
     [raw_body] = notify_receiver.bodies
@@ -138,7 +128,7 @@ async def test_a_handoff_is_posted_signed_to_the_notify_url_and_sent_on_whatsapp
     assert document["last_message"] == "Quero falar com um atendente"
     assert document["paused_until"] == (clock.now + timedelta(hours=24)).isoformat()
     assert document["hand_back"] == "bot on 5511987654321"
-    assert document["text"] == sent_to(fake_evolution, OWNER)[0]
+    assert document["text"] == texts_to(fake_evolution, OWNER)[0]
     assert not verify("another-secret", raw_body, post.headers["x-hybridflow-signature"])
     assert not verify(SECRET, raw_body + b" ", post.headers["x-hybridflow-signature"])
     assert post.json["customer"]["number"] not in [t["number"] for t in fake_evolution.sent_texts
@@ -149,7 +139,7 @@ async def test_a_receiver_that_fails_gets_the_same_notification_again_then_a_4xx
         hooked: Service, clock: FakeClock, notify_receiver: NotifyReceiver, fake_ollama: FakeOllama):
     service = hooked
     notify_receiver.fail_next(503)
-    await say(service, "Quero reembolso")  # handed off by the model, with its reason
+    await said(service, "Quero reembolso")  # handed off by the model, with its reason
     assert await run_due(service) == ["handed_off"]
     assert sorted(await run_due(service)) == ["retry", "sent", "sent"]
     clock.advance(seconds=6)
@@ -161,7 +151,7 @@ async def test_a_receiver_that_fails_gets_the_same_notification_again_then_a_4xx
     assert json.loads(first)["reason"] == "refund request"
 
     notify_receiver.fail_next(404)
-    await say(service, "Quero falar com um atendente", chat="5511900002222@s.whatsapp.net")
+    await said(service, "Quero falar com um atendente", chat="5511900002222@s.whatsapp.net")
     statuses = await run_due(service)
     assert sorted(statuses) == ["failed", "sent", "sent"]  # a wrong URL: no retry; the message and WhatsApp went
     detail = await service.session_detail(INSTANCE, "5511900002222@s.whatsapp.net")
@@ -172,7 +162,7 @@ async def test_a_receiver_that_fails_gets_the_same_notification_again_then_a_4xx
 async def test_a_url_alone_notifies_a_tenant_whose_owner_number_is_not_known(
         service: Service, tenant, notify_receiver: NotifyReceiver, fake_evolution: FakeEvolution):
     await service.update_tenant(INSTANCE, TenantChanges(notify_url=notify_receiver.hook_url, notify_secret=SECRET))
-    await say(service, "Quero falar com um atendente")
+    await said(service, "Quero falar com um atendente")
     assert await run_due(service) == ["sent"]
     assert [r.json["event"] for r in notify_receiver.received] == ["handoff"]
     assert fake_evolution.sent_texts == []

@@ -11,7 +11,7 @@ import pytest
 from hybridflow.service import Service, TenantChanges
 from hybridflow.service.replies import split_parts, typing_ms
 from tests.conftest import FakeClock
-from tests.support.builders import CUSTOMER, eventually, owner, raw, run_due, upsert
+from tests.support.builders import CUSTOMER, eventually, owner, raw, run_due, said, upsert
 from tests.support.cli import failed, ok
 from tests.support.fakes import FakeEvolution, FakeOllama
 
@@ -41,11 +41,6 @@ async def paced(service: Service, tenant, fake_ollama: FakeOllama) -> Service:  
     return service
 
 
-async def say(service: Service, text: str) -> str:
-    body = upsert(text)
-    return (await service.ingest(body, raw(body))).action
-
-
 def calls(fake_evolution: FakeEvolution) -> list[tuple[str, object]]:
     """What reached Evolution, in order: each presence with its delay, each text."""
     out: list[tuple[str, object]] = []
@@ -60,7 +55,7 @@ def calls(fake_evolution: FakeEvolution) -> list[tuple[str, object]]:
 async def test_each_part_is_typed_then_sent_and_kept_in_the_transcript(
         paced: Service, fake_evolution: FakeEvolution):
     service = paced
-    assert await say(service, "Tem pão de queijo?") == "reply_queued"
+    assert await said(service, "Tem pão de queijo?") == ("reply_queued", None)
     assert await run_due(service) == ["sent"]
     assert calls(fake_evolution) == [("typing", typing_ms(p, 30)) for p in PARTS[:1]] + [("text", PARTS[0])] + [
         ("typing", typing_ms(PARTS[1], 30)), ("text", PARTS[1]), ("typing", typing_ms(PARTS[2], 30)),
@@ -74,7 +69,7 @@ async def test_each_part_is_typed_then_sent_and_kept_in_the_transcript(
 
 async def test_the_echo_of_every_part_is_ours_and_mutes_nothing(paced: Service, fake_evolution: FakeEvolution):
     service = paced
-    await say(service, "Tem pão de queijo?")
+    await said(service, "Tem pão de queijo?")
     [job] = await service.replies.claim(10)
     task = asyncio.create_task(service.replies.run(job))
     # Evolution's echoes as they come while the parts go out: by id for the ones it answered, by text otherwise.
@@ -94,7 +89,7 @@ async def test_the_owner_typing_while_part_two_is_typed_stops_parts_two_and_thre
         paced: Service, fake_evolution: FakeEvolution):
     service = paced
     fake_evolution.delay_scale = 0.2  # Evolution holds each "typing…" for a fifth of its delay
-    await say(service, "Tem pão de queijo?")
+    await said(service, "Tem pão de queijo?")
     [job] = await service.replies.claim(10)
     task = asyncio.create_task(service.replies.run(job))
     await eventually(lambda: len([c for c in calls(fake_evolution) if c[0] == "typing"]) == 2, what="typing part 2")
@@ -112,7 +107,7 @@ async def test_a_part_that_failed_is_retried_from_that_part_and_never_resends_th
         paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = paced
     fake_evolution.delay_scale = 0.2  # "typing…" part 2 lasts long enough to make its send fail
-    await say(service, "Tem pão de queijo?")
+    await said(service, "Tem pão de queijo?")
     [job] = await service.replies.claim(10)
     task = asyncio.create_task(service.replies.run(job))
     await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
@@ -129,7 +124,7 @@ async def test_a_part_that_failed_is_retried_from_that_part_and_never_resends_th
 async def test_a_worker_that_dies_sending_part_two_leaves_it_unknown_and_sends_nothing_after_it(
         paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = paced
-    await say(service, "Tem pão de queijo?")
+    await said(service, "Tem pão de queijo?")
     fake_evolution.delay_scale = 0.2  # "typing…" part 2 lasts long enough to hold its send
     [job] = await service.replies.claim(10)
     task = asyncio.create_task(service.replies.run(job))
@@ -154,7 +149,7 @@ async def test_a_worker_that_dies_between_parts_goes_on_with_the_next_part_after
         paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = paced
     fake_evolution.delay_scale = 1.0  # "typing…" part 2 takes over a second: the worker dies meanwhile
-    await say(service, "Tem pão de queijo?")
+    await said(service, "Tem pão de queijo?")
     [job] = await service.replies.claim(10)
     task = asyncio.create_task(service.replies.run(job))
     await eventually(lambda: len([c for c in calls(fake_evolution) if c[0] == "typing"]) == 2, what="typing part 2")
@@ -171,7 +166,7 @@ async def test_a_worker_that_dies_between_parts_goes_on_with_the_next_part_after
 async def test_without_split_replies_the_answer_is_one_message(service: Service, tenant, fake_ollama: FakeOllama,
                                                               fake_evolution: FakeEvolution):
     fake_ollama.reply = ANSWER
-    await say(service, "Tem pão de queijo?")
+    await said(service, "Tem pão de queijo?")
     assert await run_due(service) == ["sent"]
     assert [t["text"] for t in fake_evolution.sent_texts] == [ANSWER]
 

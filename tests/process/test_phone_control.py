@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 from itertools import count
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support.builders import eventually, upsert
+from tests.support.builders import eventually, texts_to, upsert
 from tests.support.fakes import FakeEvolution, FakeOllama
-from tests.support.serve import ServeProcess, cli, serve_env, serving
+from tests.support.serve import ServeProcess, cli, post_signed, serve_env, serving
 
 INSTANCE = "padaria"
 SECRET = "phone-control-secret-0123456789"
@@ -34,11 +33,7 @@ async def running(database_url: str, tmp_path: Path, fake_evolution: FakeEvoluti
 
 
 async def post(server: ServeProcess, body: dict) -> tuple[str, str | None]:
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        response = await client.post(server.webhook_url, json=body, headers={"Authorization": f"Bearer {SECRET}"})
-    assert response.status_code == 200, response.text
-    answer = response.json()
-    return answer["action"], answer.get("reason")
+    return await post_signed(server, body, SECRET)
 
 
 def message(text: str, *, chat: str = CUSTOMER, from_me: bool = False) -> dict:
@@ -48,10 +43,6 @@ def message(text: str, *, chat: str = CUSTOMER, from_me: bool = False) -> dict:
 def event(name: str, data: dict) -> dict:
     return {"event": name, "instance": INSTANCE, "sender": OWNER, "date_time": "2026-12-01T10:00:00.000Z",
             "data": {"instance": INSTANCE, **data}}
-
-
-def texts_to(fake_evolution: FakeEvolution, chat: str) -> list[str]:
-    return [t["text"] for t in fake_evolution.sent_texts if t["number"] == chat.partition("@")[0]]
 
 
 async def test_the_owner_steers_the_bot_from_the_phone(running, fake_evolution: FakeEvolution):

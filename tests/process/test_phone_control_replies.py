@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 from itertools import count
 from pathlib import Path
 
-import httpx
 import pytest
 
 from hybridflow.hooks import verify
-from tests.support.builders import eventually, upsert
+from tests.support.builders import eventually, texts_to, upsert
 from tests.support.fakes import FakeEvolution, FakeOllama, NotifyReceiver
-from tests.support.serve import ServeProcess, cli, serve_env, serving
+from tests.support.serve import ServeProcess, cli, post_signed, serve_env, serving
 
 INSTANCE = "padaria"
 SECRET = "phone-control-secret-0123456789"
@@ -34,19 +33,11 @@ def tenant(env: dict[str, str], *options: str) -> None:
 
 
 async def post(server: ServeProcess, body: dict) -> tuple[str, str | None]:
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        response = await client.post(server.webhook_url, json=body, headers={"Authorization": f"Bearer {SECRET}"})
-    assert response.status_code == 200, response.text
-    answer = response.json()
-    return answer["action"], answer.get("reason")
+    return await post_signed(server, body, SECRET)
 
 
 def message(text: str, *, chat: str = CUSTOMER, from_me: bool = False) -> dict:
     return upsert(text, instance=INSTANCE, chat=chat, from_me=from_me, message_id=f"PACED{next(_ids):06d}")
-
-
-def texts_to(fake_evolution: FakeEvolution, chat: str) -> list[str]:
-    return [t["text"] for t in fake_evolution.sent_texts if t["number"] == chat.partition("@")[0]]
 
 
 def typing_calls(fake_evolution: FakeEvolution) -> int:

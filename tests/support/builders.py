@@ -91,6 +91,18 @@ async def settled(value: Callable[[], Any], quiet: float = 0.5, timeout: float =
     return last
 
 
+async def said(service: Any, text: str, **kwargs: Any) -> tuple[str, str | None]:
+    """A customer's (or, with ``from_me``, the owner's) message through ``service.ingest``: the action and reason."""
+    body = upsert(text, **kwargs)
+    result = await service.ingest(body, raw(body))
+    return result.action, result.reason
+
+
+def texts_to(fake_evolution: Any, chat: str) -> list[str]:
+    """The texts the fake Evolution delivered to ``chat``, in order."""
+    return [t["text"] for t in fake_evolution.sent_texts if t["number"] == chat.partition("@")[0]]
+
+
 async def run_due(service: Any, limit: int = 10) -> list[str]:
     """What a reply worker does, once: claim the due jobs and run them one by one; their final statuses."""
     return [await service.replies.run(job) for job in await service.replies.claim(limit)]

@@ -81,6 +81,16 @@ async def serving(env: dict[str, str], log_path: Path) -> AsyncIterator[ServePro
         server.stop()
 
 
+async def post_signed(server: ServeProcess, body: dict, secret: str) -> tuple[str, str | None]:
+    """POST a webhook body to a running `serve` with the tenant's secret, as Evolution does; its action and reason
+    (the answer must be a 200)."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.post(server.webhook_url, json=body, headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    return answer["action"], answer.get("reason")
+
+
 def cli(env: dict[str, str], *args: str, timeout: float = 60.0,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m hybridflow ARGS`` with ``env``; raises with its output when it fails.
