@@ -119,7 +119,14 @@ class SendError(_PeerError):
 
 
 class LLMError(_PeerError):
+    """``unreachable``: the model server refused the connection (it is down), as opposed to failing one answer."""
+
     code = "llm_error"
+
+    def __init__(self, message: str, *, transient: bool, http_status: int | None = None,
+                 unreachable: bool = False) -> None:
+        super().__init__(message, transient=transient, http_status=http_status)
+        self.unreachable = unreachable
 
 
 class AmbiguousChat(BadRequest):

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, TENANTS, JobKind, JobStatus
-from hybridflow.statements import add_tombstones, dialect_insert, insert_for, recent_texts
+from hybridflow.statements import add_tombstones, dialect_insert, insert_for, pairs_in, recent_texts
 
 T = TypeVar("T")
 WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the writer's batch transaction
@@ -42,6 +42,7 @@ WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the wri
 QUEUED, RUNNING, RETRY, SENDING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRY, JobStatus.SENDING
 SENT, FAILED, SKIPPED_PAUSED, UNKNOWN = JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED_PAUSED, JobStatus.UNKNOWN
 CANCELLED, SKIPPED_BUDGET, HANDED_OFF = JobStatus.CANCELLED, JobStatus.SKIPPED_BUDGET, JobStatus.HANDED_OFF
+EXPIRED = JobStatus.EXPIRED
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class Job:
     paused: bool = False  # the chat's state when the job was claimed
     parts: tuple[str, ...] | None = None  # a paced reply's parts, once written; None: one message
     parts_sent: int = 0  # how many of them were delivered
+    asked_at: datetime | None = None  # when the message it answers (the chat's latest, for a reply) arrived
     history: tuple[tuple[str, str], ...] = ()  # (who wrote it, text) of the chat's recent messages, oldest first
 
 
@@ -216,10 +218,13 @@ def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime
 
 
 def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limit: int,
-          history_limit: int) -> list[Job]:
-    """Atomically take up to ``limit`` due jobs, with their chat's pause state and recent history."""
+          history_limit: int, model_up: bool = True) -> list[Job]:
+    """Atomically take up to ``limit`` due jobs, with their chat's pause state and recent history. While the model
+    server is down (``model_up`` False) only jobs whose text is written already are taken."""
     pick = (sa.select(JOBS.c.id).where(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now)
             .order_by(JOBS.c.due_at).limit(limit))
+    if not model_up:
+        pick = pick.where(JOBS.c.reply_text.is_not(None))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     rows = conn.execute(
@@ -235,8 +240,13 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         SESSIONS.c.id.in_({row.session_id for row in rows})))}
     held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
     paused |= {row.session_id: True for row in rows if row.tenant_id in held}
+    asked = {(r.tenant_id, r.message_id): r.received_at for r in conn.execute(
+        sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.received_at).where(pairs_in(
+            MESSAGES.c.tenant_id, MESSAGES.c.message_id,
+            {(row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows})))}
     return [Job(**{**row._mapping, "kind": JobKind(row.kind), "parts": load_parts(row.parts),
-                   "parts_sent": row.parts_sent or 0},
+                   "parts_sent": row.parts_sent or 0,
+                   "asked_at": asked.get((row.tenant_id, row.last_message_id or row.trigger_message_id))},
                 paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
@@ -364,6 +374,14 @@ def finish(conn: Connection, job_id: int, *, from_status: JobStatus, status: Job
 
 def _move(conn: Connection, job_id: int, from_status: JobStatus, **values: Any) -> None:
     conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == from_status).values(**values))
+
+
+def hand_back(conn: Connection, job_id: int, *, due_at: datetime, error: str, now: datetime) -> None:
+    """A job that could not run because the model server is down goes back to the queue, due at ``due_at``,
+    without using up an attempt (nothing was tried)."""
+    conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == RUNNING).values(
+        status=RETRY, due_at=due_at, lease_until=None, claimed_by=None, updated_at=now, last_error=error,
+        attempts=JOBS.c.attempts - 1))
 
 
 def release(conn: Connection, job_ids: Iterable[int], now: datetime) -> None:

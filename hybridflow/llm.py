@@ -165,6 +165,14 @@ class LLMClient:
         _log_request(fields, started, error=None)
         return Answer(answer, response.prompt_eval_count, response.eval_count, calls)
 
+    async def reachable(self) -> bool:
+        """Whether the model server answers at all (a cheap probe: the list of its models)."""
+        try:
+            await self._client.list()
+        except Exception:  # noqa: BLE001 - any failure means "not now"
+            return False
+        return True
+
     async def model_exists(self, model: str) -> bool:
         """Whether Ollama has ``model`` (``llama3.2`` matches ``llama3.2:latest``); raises LLMError if unreachable."""
         try:
@@ -184,7 +192,8 @@ class LLMClient:
         if isinstance(exc, ollama.ResponseError):
             return _response_error(exc, model, where)
         if isinstance(exc, ConnectionError):  # what ollama turns httpx.ConnectError into
-            return LLMError(f"cannot connect to {where}: connection refused or server down", transient=True)
+            return LLMError(f"cannot connect to {where}: connection refused or server down", transient=True,
+                            unreachable=True)
         if isinstance(exc, httpx.TimeoutException):  # ollama lets these through unwrapped
             return LLMError(f"{where} timed out after {self._timeout:g}s (model {model})", transient=True)
         if isinstance(exc, httpx.UnsupportedProtocol):

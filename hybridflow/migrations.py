@@ -168,6 +168,7 @@ _V7 = [
     "ALTER TABLE tenants ADD COLUMN notify_secret_enc TEXT",
     "ALTER TABLE tenants ADD COLUMN split_replies BOOLEAN",
     "ALTER TABLE tenants ADD COLUMN time_per_char INTEGER",
+    "ALTER TABLE tenants ADD COLUMN max_reply_delay FLOAT",
     "ALTER TABLE reply_jobs ADD COLUMN parts TEXT",
     "ALTER TABLE reply_jobs ADD COLUMN parts_sent INTEGER",
 ]
@@ -214,7 +215,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "sqlite": _v6("DATETIME"),
         "postgresql": _v6("TIMESTAMP WITH TIME ZONE"),
     }),
-    Migration(7, "the handoff tool, notifications to a URL, replies paced in parts", {
+    Migration(7, "the handoff tool, notifications to a URL, replies paced in parts, the longest delay of a reply", {
         "sqlite": _V7,
         "postgresql": _V7,
     }),

@@ -27,6 +27,7 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"  # its tenant was removed while it waited
     SKIPPED_BUDGET = "skipped_budget"  # the tenant's daily token budget was used up before it was generated
     HANDED_OFF = "handed_off"  # the model called handoff_to_human: the chat went to a person instead of a reply
+    EXPIRED = "expired"  # failures delayed it past the tenant's --max-reply-delay: not sent that late
 
 
 class JobKind(StrEnum):
@@ -129,6 +130,7 @@ class Tenant(SQLModel, table=True):
     notify_secret_enc: str | None = Field(default=None, sa_type=sa.Text)  # signs those POSTs (HMAC-SHA256)
     split_replies: bool | None = None  # a long answer goes out in parts (blank lines), each "typed"; None: off
     time_per_char: int | None = None  # ms of "typing" per character of a part; None: 50
+    max_reply_delay: float | None = None  # seconds after the customer's message a retried reply may still go; 0: no limit
 
 
 class ChatSession(SQLModel, table=True):

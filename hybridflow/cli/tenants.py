@@ -125,6 +125,9 @@ SPLIT_REPLIES = typer.Option(None, "--split-replies/--no-split-replies",
 TIME_PER_CHAR = typer.Option(None, "--time-per-char", metavar="MS",
                              help="With --split-replies: milliseconds of \"typing…\" per character of a part "
                                   "(default 50), 1 to 20 s per part.")
+MAX_REPLY_DELAY = typer.Option(None, "--max-reply-delay", metavar="DURATION",
+                               help="A reply held up by failures (the model or Evolution down) is not sent later "
+                                    "than this after the customer's message, e.g. 10m (default); 0 or off: no limit.")
 DAILY_TOKENS = typer.Option(None, "--daily-tokens", metavar="N", help="The model's token budget per local day "
                             "(Ollama's counts); replies are skipped once it is used up. 0: no budget (default).")
 RETAIN_RAW = typer.Option(None, "--retain-raw", metavar="DURATION", help="Clear raw webhook bodies older than "
@@ -167,10 +170,14 @@ def _policy(reply_cap: str | None, max_reply_chars: str | None, hours: str | Non
 
 
 def _phone_control(handoff_tool: bool | None, notify_url: str | None, notify_secret: str | None,
-                   split_replies: bool | None, time_per_char: str | None) -> dict[str, object]:
-    """The handoff tool, notification URL and paced replies options as TenantChanges fields."""
+                   split_replies: bool | None, time_per_char: str | None,
+                   max_reply_delay: str | None) -> dict[str, object]:
+    """The handoff tool, notification URL, paced replies and reply delay options as TenantChanges fields."""
+    delay = None if max_reply_delay is None else (
+        0.0 if max_reply_delay.strip().lower() in ("off", "none") else _duration(max_reply_delay, "--max-reply-delay"))
     return {"handoff_tool": handoff_tool, "notify_url": notify_url, "notify_secret": notify_secret,
-            "split_replies": split_replies, "time_per_char": _count(time_per_char, "--time-per-char")}
+            "split_replies": split_replies, "time_per_char": _count(time_per_char, "--time-per-char"),
+            "max_reply_delay": delay}
 
 
 # `tenants show`: each setting under the option that sets it, in the words users type.
@@ -182,7 +189,7 @@ _SHOWN = {"evolution_url": "evolution-url", "resume_after": "resume-after", "api
           "command_word": "command-word", "retain_raw": "retain-raw", "retain_messages": "retain-messages",
           "handoff_phrases": "handoff-phrases", "handoff_pause": "handoff-pause", "handoff_message": "handoff-message",
           "handoff_tool": "handoff-tool", "notify_url": "notify-url", "split_replies": "split-replies",
-          "time_per_char": "time-per-char"}
+          "time_per_char": "time-per-char", "max_reply_delay": "max-reply-delay"}
 
 
 def shown_settings(tenant: TenantConfig, usage: dict | None = None, stored: dict | None = None) -> dict[str, str]:
@@ -244,7 +251,7 @@ def add(
     handoff_message: str | None = HANDOFF_MESSAGE, notify_number: str | None = NOTIFY_NUMBER,
     handoff_tool: bool | None = HANDOFF_TOOL, notify_url: str | None = NOTIFY_URL,
     notify_secret: str | None = NOTIFY_SECRET, split_replies: bool | None = SPLIT_REPLIES,
-    time_per_char: str | None = TIME_PER_CHAR,
+    time_per_char: str | None = TIME_PER_CHAR, max_reply_delay: str | None = MAX_REPLY_DELAY,
     update: bool = typer.Option(False, "--update", help="Update the tenant if it already exists."),
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
@@ -256,7 +263,8 @@ def add(
                                                      country, daily_tokens, pause_label, owner_number,
                                                      command_word, retain_raw, retain_messages, handoff_phrases,
                                                      handoff_pause, handoff_message, notify_number),
-                                  **_phone_control(handoff_tool, notify_url, notify_secret, split_replies, time_per_char))
+                                  **_phone_control(handoff_tool, notify_url, notify_secret, split_replies, time_per_char,
+                                                   max_reply_delay))
     saved = run(ctx, lambda s: s.save_tenant(instance, changes, update=update))
     tenant = saved.tenant
     if as_json:
@@ -289,7 +297,7 @@ def update(
     handoff_message: str | None = HANDOFF_MESSAGE, notify_number: str | None = NOTIFY_NUMBER,
     handoff_tool: bool | None = HANDOFF_TOOL, notify_url: str | None = NOTIFY_URL,
     notify_secret: str | None = NOTIFY_SECRET, split_replies: bool | None = SPLIT_REPLIES,
-    time_per_char: str | None = TIME_PER_CHAR,
+    time_per_char: str | None = TIME_PER_CHAR, max_reply_delay: str | None = MAX_REPLY_DELAY,
     as_json: bool = json_option("Print the tenant as JSON."),
 ) -> None:
     """Change some settings of an existing tenant (an empty string clears a secret)."""
@@ -300,7 +308,8 @@ def update(
                                                      country, daily_tokens, pause_label, owner_number,
                                                      command_word, retain_raw, retain_messages, handoff_phrases,
                                                      handoff_pause, handoff_message, notify_number),
-                                  **_phone_control(handoff_tool, notify_url, notify_secret, split_replies, time_per_char))
+                                  **_phone_control(handoff_tool, notify_url, notify_secret, split_replies, time_per_char,
+                                                   max_reply_delay))
     tenant = run(ctx, lambda s: s.update_tenant(instance, changes))
     if as_json:
         print_json(tenant.public())

@@ -25,7 +25,8 @@ from hybridflow.errors import HybridFlowError, LLMError, SendError
 from hybridflow.evolution import EvolutionClient
 from hybridflow.events import Author
 from hybridflow.hooks import HookClient
-from hybridflow.jobs import (CANCELLED, FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET,
+from hybridflow.config import format_duration
+from hybridflow.jobs import (CANCELLED, EXPIRED, FAILED, RETRY, RUNNING, SENDING, SENT, SKIPPED_BUDGET,
                              SKIPPED_PAUSED, Job, JobKind, JobStatus, WriteOp)
 from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
@@ -35,6 +36,7 @@ from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.replies")
 MAX_BACKOFF = 300.0
+MODEL_PROBE_FIRST, MODEL_PROBE_MAX = 2.0, 60.0  # while the model server is down: probe it after 2 s, 4 s, ... 1 min
 MAX_PARTS = 5  # a paced reply has at most this many messages
 MIN_TYPING_MS, MAX_TYPING_MS = 1_000, 20_000  # "typing…" before each part, as Evolution's own bots bound it
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
@@ -107,16 +109,54 @@ class Replies:
         self.send_lease = send_timeout * 2 + 30
         self.max_attempts = max_attempts
         self.hooks = HookClient(timeout=send_timeout)
+        # The model server refusing connections: no job that needs it is claimed until a probe finds it back.
+        self._model_down: str | None = None  # the error it failed with
+        self._model_probe_at = 0.0  # monotonic time of the next probe
+        self._model_probe_every = MODEL_PROBE_FIRST
 
     async def aclose(self) -> None:
         """Close the notification POSTs' connections."""
         await self.hooks.aclose()
 
     async def claim(self, limit: int) -> list[Job]:
-        """Atomically take up to ``limit`` due jobs, with their chat's state and history."""
+        """Atomically take up to ``limit`` due jobs, with their chat's state and history. While the model server
+        is down, only jobs that do not need it (texts written already: notices, retried sends)."""
         return await self.submit(functools.partial(
             jobs.claim, now=self.clock(), worker_id=self.worker_id, lease=self.lease, limit=limit,
-            history_limit=self.history_limit))
+            history_limit=self.history_limit, model_up=await self._model_up()))
+
+    @property
+    def model_down(self) -> str | None:
+        """Why the model server is taken as down (None while it answers)."""
+        return self._model_down
+
+    async def _model_up(self) -> bool:
+        """Whether jobs that need the model may be claimed: yes unless it is down and the next probe (a cheap
+        call, backing off to once a minute) does not find it back."""
+        if self._model_down is None:
+            return True
+        if time.monotonic() < self._model_probe_at:
+            return False
+        if await self.llm.reachable():
+            log.info("llm.up", after_error=self._model_down)
+            self._model_down, self._model_probe_every = None, MODEL_PROBE_FIRST
+            return True
+        self._model_probe_every = min(self._model_probe_every * 2, MODEL_PROBE_MAX)
+        self._model_probe_at = time.monotonic() + self._model_probe_every
+        return False
+
+    async def _hand_back(self, job: Job, error: str, bound: Any) -> str:
+        """The model server refuses connections: the job waits for it, its attempt not counted, and no other job
+        is sent to it until a probe finds it back (logged once per outage, not once per job)."""
+        if self._model_down is None:
+            bound.warning("llm.down", error=error, probe_in_s=self._model_probe_every)
+            self._model_down = error
+            self._model_probe_at = time.monotonic() + self._model_probe_every
+        now = self.clock()
+        await self.submit(functools.partial(jobs.hand_back, job_id=job.id, due_at=now, now=now,
+                                            error=f"waiting for the model server: {error}"))
+        self.metrics.reply(RETRY)
+        return RETRY
 
     async def release(self, claimed: list[Job]) -> None:
         """Hand jobs claimed but not started (a stopping worker's) back to the queue."""
@@ -147,6 +187,9 @@ class Replies:
             return await self._finish(job, SKIPPED_PAUSED, bound, error="the chat was paused before generation")
         if job.kind == JobKind.NOTIFY_URL:  # a POST to the tenant's URL: never a WhatsApp message
             return await self._post(tenant, job, bound)
+        late = self._too_late(tenant, job)
+        if late is not None:
+            return await self._finish(job, EXPIRED, bound, error=late)
         if not tenant.api_key:
             reason = tenant.secret_error or "the tenant has no Evolution API key (hybridflow tenants update --api-key)"
             return await self._finish(job, FAILED, bound, error=reason)
@@ -161,11 +204,15 @@ class Replies:
                 spent = await self._over_budget(tenant)
                 if spent is not None:
                     return await self._finish(job, SKIPPED_BUDGET, bound, error=spent)
+            if self._model_down is not None:  # found down by another job since this one was claimed
+                return await self._hand_back(job, self._model_down, bound)
             if tenant.send_presence:
                 self._side_task(self._presence(tenant, job, bound))
             try:
                 answer = await compose(self.llm, tenant, job.history, self.clock())
             except LLMError as exc:
+                if exc.unreachable:
+                    return await self._hand_back(job, exc.message, bound)
                 return await self._failed_attempt(job, exc, bound, status_from=RUNNING)
             self.metrics.tokens(tenant.instance, answer.tokens)
             call = answer.call(handoffs.TOOL_NAME)
@@ -184,6 +231,18 @@ class Replies:
             self.metrics.reply(outcome)
             return outcome
         return await self._send(tenant, job, text, bound)
+
+    def _too_late(self, tenant: TenantConfig, job: Job) -> str | None:
+        """Why a reply held up by failures is not sent any more: the customer wrote longer ago than the tenant's
+        ``--max-reply-delay``. A first attempt always goes (it waited on purpose: debounce, business hours)."""
+        if (job.kind != JobKind.REPLY or job.attempts <= 1 or job.asked_at is None
+                or tenant.max_reply_delay is None):
+            return None
+        waited = (self.clock() - job.asked_at).total_seconds()
+        if waited <= tenant.max_reply_delay:
+            return None
+        return (f"the customer wrote {waited / 60:.0f} min ago, more than --max-reply-delay "
+                f"{format_duration(tenant.max_reply_delay)}: not sent this late (the model or Evolution was failing)")
 
     def _side_task(self, coro: Any) -> None:
         """Fire-and-forget niceties (typing, read receipts), kept referenced until done."""

@@ -37,6 +37,8 @@ IGNORE, ALLOW = "ignore", "allow"  # the audience lists
 OWNER_LIDS = "owner_lids"
 DEFAULT_TIME_PER_CHAR = 50  # ms of "typing" per character of a paced part, as Evolution's own bots
 MAX_TIME_PER_CHAR = 1000
+DEFAULT_MAX_REPLY_DELAY = 600.0  # a reply held up by failures is not sent more than 10 min after the message
+MIN_REPLY_DELAY = 60.0
 MIN_REPLY_CHARS = 20  # a shorter limit would cut every answer to nothing useful
 NEXT_OPEN = "{next_open}"  # the away message's placeholder
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -92,6 +94,7 @@ class TenantConfig:
     notify_secret: str | None = field(default=None, repr=False)
     split_replies: bool = False  # a long answer goes out in parts, each "typed" first
     time_per_char: int = DEFAULT_TIME_PER_CHAR  # ms of "typing" per character of a part
+    max_reply_delay: float | None = DEFAULT_MAX_REPLY_DELAY  # a retried reply older than this expires; None: never
     ignored: frozenset[str] = frozenset()  # chat ids never answered
     allowed: frozenset[str] = frozenset()  # when not empty, the only chat ids answered (pilot mode)
 
@@ -194,6 +197,7 @@ class TenantConfig:
             "notify_url": (f"{self.notify_url} (signed)" if self.notify_url else "none"),
             "split_replies": self.split_replies,
             "time_per_char": f"{self.time_per_char} ms",
+            "max_reply_delay": format_duration(self.max_reply_delay) if self.max_reply_delay else "no limit",
             "paused": ("no" if self.paused_at is None or not self.paused_now(datetime.now(UTC)) else
                        f"since {self.paused_at.isoformat()} by {self.paused_by}, "
                        + (f"until {self.paused_until.isoformat()}" if self.paused_until else "until resumed")),
@@ -248,6 +252,7 @@ class TenantChanges:
     notify_secret: str | None = None  # "" clears it
     split_replies: bool | None = None
     time_per_char: int | None = None  # ms per character
+    max_reply_delay: float | None = None  # seconds; 0: no limit
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -271,7 +276,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "country": None, "daily_tokens": None, "retain_raw": None, "retain_messages": None, "pause_label": None,
     "owner_jid": None, "owner_source": None, "command_word": None, "handoff_phrases": None, "handoff_pause": None,
     "handoff_message": None, "notify_number": None, "handoff_tool": None, "notify_url": None,
-    "notify_secret_enc": None, "split_replies": None, "time_per_char": None, "paused_at": None, "paused_until": None, "paused_by": None,
+    "notify_secret_enc": None, "split_replies": None, "time_per_char": None, "max_reply_delay": None, "paused_at": None, "paused_until": None, "paused_by": None,
 }
 
 
@@ -471,6 +476,7 @@ class Tenants:
             notify_secret=notify_secret,
             split_replies=bool(row.split_replies),
             time_per_char=row.time_per_char if row.time_per_char is not None else DEFAULT_TIME_PER_CHAR,
+            max_reply_delay=(DEFAULT_MAX_REPLY_DELAY if row.max_reply_delay is None else row.max_reply_delay or None),
             created_at=row.created_at,
             has_api_key=bool(row.api_key_enc),
             has_webhook_secret=bool(row.webhook_secret_enc),
@@ -617,6 +623,11 @@ class Tenants:
                 values[f"{name}_enc"] = self.secrets.encrypt(value) if value else None
         if changes.notify_url is not None:
             values["notify_url"] = _notify_url(changes.notify_url)
+        if changes.max_reply_delay is not None:
+            if changes.max_reply_delay < 0 or 0 < changes.max_reply_delay < MIN_REPLY_DELAY:
+                raise BadRequest(f"invalid --max-reply-delay: give at least {format_duration(MIN_REPLY_DELAY)} "
+                                 "(e.g. 10m), or 0 / off for no limit")
+            values["max_reply_delay"] = changes.max_reply_delay
         if changes.time_per_char is not None:
             if not 0 <= changes.time_per_char <= MAX_TIME_PER_CHAR:
                 raise BadRequest(f"invalid --time-per-char: give milliseconds per character from 0 to "
