@@ -390,10 +390,18 @@ async def test_ollama_down_webhooks_ack_fast_and_replies_wait_then_go_out_once(
         assert [(status, action) for status, action, _ in acks] == [(200, "reply_queued")] * 10
         assert max(seconds for *_, seconds in acks) < 1.0, acks
 
-        await eventually(lambda: _statuses_are(db, {"retry"}, 10), timeout=10, what="replies waiting for Ollama")
-        jobs = await db.jobs()
-        assert all("cannot connect" in job.last_error for job in jobs), [job.last_error for job in jobs]
+        # The replies that were claimed found Ollama down and wait for it (their attempt not counted); the rest
+        # are not claimed while it is down: they wait queued. Nothing is being generated any more.
+        async def waiting() -> bool:
+            statuses = await db.statuses()
+            return len(statuses) == 10 and set(statuses.values()) <= {"retry", "queued"} and "retry" in statuses.values()
+
+        await eventually(waiting, timeout=10, what="replies waiting for Ollama")
+        jobs = [job for job in await db.jobs() if job.status == "retry"]
+        assert all("waiting for the model server: cannot connect" in job.last_error for job in jobs), \
+            [job.last_error for job in jobs]
         assert evolution.sent_texts == []
+        assert server.output().count('"llm.down"') == 1  # one line for the outage, not one per reply
 
         await ollama.start(port)  # Ollama is back, before the first retry (5 s) is due
         await eventually(lambda: _statuses_are(db, {"sent"}, 10), timeout=20, what="replies sent once Ollama is back")
