@@ -1,4 +1,4 @@
-"""Benchmark HybridFlow's webhook ingest and reply path, and print the figures of issue 6 against their targets.
+"""Benchmark HybridFlow's webhook ingest and reply path, and print the figures of issue 13 against their targets.
 
     python benchmarks/run.py                       # full run: SQLite, then PostgreSQL (6 to 8 minutes)
     python benchmarks/run.py --quick --backends sqlite
@@ -295,6 +295,7 @@ async def header(options: Options, driver: Driver, traffic: TrafficConfig) -> li
         f"{len(traffic.tenants)} tenants x {traffic.chats_per_tenant} chats, "
         f"{1 - traffic.owner_share:.0%} customer / {traffic.owner_share:.0%} owner messages, "
         f"{traffic.duplicate_share:.0%} duplicates, {options.duration:g} s per phase"
+        + (", SQLite with synchronous=FULL (the default)" if "sqlite" in options.backends else "")
         + (", PostgreSQL with fsync and synchronous_commit on" if "postgres" in options.backends else ""),
         f"Load average when the run started: {load:.2f}"
         + ("  (other processes were busy: absolute figures drift, the paired ratios hold better)"
