@@ -11,6 +11,7 @@ from aiohttp import web
 
 from hybridflow.capture import Capture
 from hybridflow.config import parse_duration
+from hybridflow.console import create_console
 from hybridflow.crypto import same_secret
 from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError, PayloadTooLarge
 from hybridflow.metrics import CONTENT_TYPE
@@ -203,6 +204,8 @@ def create_app(service: Service, *, background: bool = True) -> web.Application:
     app.router.add_post("/sessions/{instance}/{chat_id}/retry", session_retry)
     if service.settings.metrics:
         app.router.add_get("/metrics", metrics)
+    if service.settings.admin_token:  # the operator console signs in with it; without it /ui is 404
+        app.add_subapp("/ui", create_console(service))
     if service.settings.capture_path:
         app[CAPTURE] = Capture(service.settings.capture_path)
     if background:

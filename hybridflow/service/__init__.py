@@ -362,8 +362,12 @@ class Service:
 
     async def session_detail(self, instance: str, chat: str, *, limit: int = 20) -> SessionDetail:
         """A chat's state and history; also of a tenant removed with its history kept."""
+        return (await self.chat_detail(instance, chat, limit=limit))[1]
+
+    async def chat_detail(self, instance: str, chat: str, *, limit: int = 20) -> tuple[TenantConfig, SessionDetail]:
+        """``session_detail`` with the chat's tenant (its zone, its model, whether it is paused as a whole)."""
         tenant = await self.tenants.get(instance, cached=False, removed_too=True)
-        return await self.sessions.detail(tenant, chat, limit=limit)
+        return tenant, await self.sessions.detail(tenant, chat, limit=limit)
 
     async def pause(self, instance: str, chat: str, *, duration: float | None = None, actor: str = "operator") -> SessionView:
         view = await self.sessions.pause(await self.tenant(instance), chat, self.clock(), duration=duration, actor=actor)

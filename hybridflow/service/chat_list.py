@@ -46,6 +46,7 @@ class LastMessage:
     kind: str
     text: str | None
     received_at: datetime
+    message_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +121,10 @@ async def extras(conn: AsyncConnection, session_ids: Sequence[int]) -> dict[int,
         JOBS.c.session_id.in_(ids), JOBS.c.status == JobStatus.FAILED))).scalars())
     latest = sa.select(sa.func.max(MESSAGES.c.id)).where(MESSAGES.c.session_id.in_(ids)).group_by(
         MESSAGES.c.session_id)
-    last = {row.session_id: LastMessage(row.direction, row.kind, row.text, row.received_at)
+    last = {row.session_id: LastMessage(row.direction, row.kind, row.text, row.received_at, row.message_type)
             for row in await conn.execute(sa.select(
                 MESSAGES.c.session_id, MESSAGES.c.direction, MESSAGES.c.kind, MESSAGES.c.text,
-                MESSAGES.c.received_at).where(MESSAGES.c.id.in_(latest)))}
+                MESSAGES.c.received_at, MESSAGES.c.message_type).where(MESSAGES.c.id.in_(latest)))}
     return {sid: RowExtras(sid in waiting, sid in failed, last.get(sid)) for sid in ids}
 
 

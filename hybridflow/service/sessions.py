@@ -79,6 +79,7 @@ class MessageView:
     kind: str
     text: str | None
     action: str
+    message_type: str | None = None  # WhatsApp's type: imageMessage, audioMessage, ... (the kind says media)
 
     def as_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -293,7 +294,8 @@ class Sessions:
                 session=view,
                 events=[SessionEventView(r.at, r.change, r.reason, r.actor, r.message_id, r.resumes_at)
                         for r in reversed(events.all())],
-                messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action)
+                messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action,
+                                      r.message_type)
                           for r in reversed(messages.all())],
                 replies=[ReplyView(r.id, r.kind, r.status, r.attempts, r.trigger_message_id, r.reply_text,
                                    r.last_error, r.created_at, r.sent_at, r.tokens) for r in replies],
