@@ -36,7 +36,8 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except web.HTTPRedirection as redirect:
-        response = redirect
+        redirect.headers.update(HEADERS)
+        raise
     except HybridFlowError as exc:
         response = await _error_page(request, exc.status, exc.message)
     except web.HTTPException as exc:

@@ -30,41 +30,47 @@ class ChangeFeed:
         self.interval = interval
         self._listeners: set[asyncio.Queue[Changes | None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
         self.stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[asyncio.Queue[Changes | None]]:
         """A queue of the changes from now on (None: the feed is closing)."""
         queue: asyncio.Queue[Changes | None] = asyncio.Queue(maxsize=100)
-        self._listeners.add(queue)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll(), name="hybridflow-console-feed")
+        async with self._starting:
+            self._listeners.add(queue)
+            if self._task is None or self._task.done():
+                # The feed's first cursor is read before the listener catches up: what happens after that
+                # catch-up's cursor is after this one, so the feed tells of it.
+                start = await self.service.cursor()
+                self._task = asyncio.create_task(self._poll(start), name="hybridflow-console-feed")
         try:
             yield queue
         finally:
             self._listeners.discard(queue)
 
-    async def _poll(self) -> None:
-        cursor: Cursor | None = None
+    async def _poll(self, cursor: Cursor) -> None:
         while self._listeners and not self.stopping.is_set():
-            try:
-                if cursor is None:
-                    cursor = await self.service.cursor()
-                else:
-                    changes = await self.service.changes(cursor)
-                    cursor = changes.cursor
-                    if changes:
-                        self._tell(changes)
-            except Exception as exc:  # noqa: BLE001 - an outage: the streams stay open, the feed tries again
-                log.warning("console.feed_error", error=repr(exc)[:300])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval)
+            if self.stopping.is_set():
+                return
+            try:
+                changes = await self.service.changes(cursor)
+                cursor = changes.cursor
+                if changes:
+                    self._tell(changes)
+            except Exception as exc:  # noqa: BLE001 - an outage: the streams stay open, the feed tries again
+                log.warning("console.feed_error", error=repr(exc)[:300])
 
-    def _tell(self, item: Changes | None) -> None:
+    def _tell(self, changes: Changes | None) -> None:
         for queue in list(self._listeners):
-            if queue.full():  # a listener that does not read: it gets "anything may have changed" when it does
-                with contextlib.suppress(asyncio.QueueEmpty):
+            item = changes
+            if queue.full():  # a listener that does not keep up hears "anything may have changed" instead
+                while not queue.empty():
                     queue.get_nowait()
+                if item is not None:
+                    item = Changes(item.cursor, None, True)
             queue.put_nowait(item)
 
     async def close(self) -> None:
@@ -85,24 +91,27 @@ async def stream(request: web.Request, feed: ChangeFeed) -> web.StreamResponse:
     stops; first what changed since the cursor the browser gives (``Last-Event-ID``, else ``?since=``)."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
-    await response.prepare(request)
     since = request.headers.get("Last-Event-ID") or request.query.get("since")
     async with feed.listen() as queue:  # listening before catching up: nothing falls between the two
-        await response.write(b"retry: 2000\n\n")
-        if since:
-            missed = await feed.service.changes(since[:200])
-            if missed:
-                await response.write(_event(missed))
-        while not feed.stopping.is_set():
-            try:
-                changes = await asyncio.wait_for(queue.get(), KEEPALIVE)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            if changes is None:
-                break
-            await response.write(_event(changes))
+        missed = await feed.service.changes(since[:200]) if since else None
+        await response.prepare(request)  # the browser is told it is connected once it has caught up
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(b"retry: 2000\n\n" + (_event(missed) if missed else b""))
+        with contextlib.suppress(ConnectionResetError):  # the browser left: the stream just ends
+            await _relay(response, queue, feed)
     return response
+
+
+async def _relay(response: web.StreamResponse, queue: asyncio.Queue[Changes | None], feed: ChangeFeed) -> None:
+    while not feed.stopping.is_set():
+        try:
+            changes = await asyncio.wait_for(queue.get(), KEEPALIVE)
+        except TimeoutError:
+            await response.write(b": keepalive\n\n")
+            continue
+        if changes is None:
+            return
+        await response.write(_event(changes))
 
 
 __all__ = ["ChangeFeed", "stream"]
