@@ -51,6 +51,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reply_waiting": ("reply on its way", "resposta a caminho"),
     "reply_failed": ("a reply failed", "uma resposta falhou"),
     "ago": ("{span} ago", "há {span}"),
+    "just_now": ("just now", "agora"),
+    "attempt": ("attempt", "tentativa"),
     "in": ("in {span}", "em {span}"),
     "never": ("never", "nunca"),
     "pause": ("Pause", "Pausar"),
@@ -87,6 +89,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "closed_now": ("closed now", "fechada agora"),
     "tenant_paused": ("bot paused for every chat", "bot pausado em todas as conversas"),
     "last_24h": ("Last 24 hours", "Últimas 24 horas"),
+    "peak": ("busiest hour: {count}", "hora mais cheia: {count}"),
     "chart_messages": ("messages", "mensagens"),
     "chart_replies": ("replies", "respostas"),
     "no_tenants": ("No tenants yet: add one with `hybridflow tenants add`.",
@@ -190,6 +193,8 @@ def relative(t: Callable[..., str], value: datetime | None, now: datetime) -> st
     if value is None:
         return t("never")
     seconds = (now - value).total_seconds()
+    if 0 <= seconds < 60:
+        return t("just_now")
     return t("ago", span=span(seconds)) if seconds >= 0 else t("in", span=span(math.ceil(-seconds)))
 
 

@@ -199,7 +199,7 @@ async def test_a_chat_shows_its_transcript_authors_media_history_and_replies(
     assert "Customer" in page and "Owner" in page and "Bot" in page
     assert "voice message" in page and "Tem pão?" in page and "Oi Maria, aqui é o João!" in page
     assert "Paused owner typed" in page and "paused · owner typed by" in page
-    assert "sent #1 · reply · 1 attempts" in page
+    assert "sent #1 · reply · 1 attempt ·" in page
 
 
 async def test_pause_resume_and_retry_are_the_services_calls_and_need_the_csrf_token(
