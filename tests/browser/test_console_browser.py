@@ -198,7 +198,7 @@ async def _screenshots(page: Page, small: Page, server: ServeProcess, fake_evolu
     await page.locator(f'.chat-row[data-chat="{INSTANCE}/{MARIA}"] a').click()
     await shots.take(page, "chat-desktop")
     await page.goto(f"{server.url}/ui/tenants")
-    await expect(page.locator(".tenant")).to_contain_text("Customer messages")
+    await expect(page.locator(".tenant-card")).to_contain_text("Customer messages")
     await shots.take(page, "tenants-desktop")
 
     await small.goto(f"{server.url}/ui")
