@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -57,6 +58,21 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+def span(seconds: float) -> str:
+    """A length of time for people: '45 s', '12 min', '1 h 12 min', '3 d 4 h'."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def parse_size(value: Any) -> int:
@@ -159,6 +175,22 @@ def format_retention(seconds: float | None) -> str:
     return "forever" if seconds is None else format_duration(seconds)
 
 
+def parse_proxies(value: Any) -> tuple[str, ...] | None:
+    """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed:
+    ``127.0.0.1, 10.0.0.0/8`` (a list in the file); empty: none."""
+    items = value if isinstance(value, list) else parse_str(value).split(",")
+    found = []
+    for item in items:
+        text = parse_str(item).strip()
+        if not text:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected IP addresses or networks such as 127.0.0.1, 10.0.0.0/8; got {text!r}") from None
+    return tuple(found) or None
+
+
 def parse_optional_url(value: Any) -> str | None:
     return parse_url(value) if parse_str(value).strip() else None
 
@@ -220,6 +252,7 @@ class Settings:
     debounce: float = 3.0
     history_limit: int = 20
     admin_token: str | None = None
+    trusted_proxies: tuple[str, ...] | None = None  # networks whose X-Forwarded-* headers the console believes
     secret_key: str | None = None
     log_format: str = "auto"
     log_level: str = "info"
@@ -257,6 +290,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "debounce": parse_duration,
     "history_limit": parse_int,
     "admin_token": parse_optional_str,
+    "trusted_proxies": parse_proxies,
     "secret_key": parse_optional_str,
     "log_format": parse_log_format,
     "sqlite_synchronous": parse_sqlite_synchronous,

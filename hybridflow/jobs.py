@@ -6,6 +6,7 @@ every state change of a job is a named function here, over a connection, and not
       |   release        |   finish: failed,         |    recover_stale (worker died mid-send):
       +------------------+   skipped_paused          |      sent if the echo came back, else unknown
       retry <--retry_later-------------------------- +
+      retry <--retry_failed-- failed (an operator's retry: the same row, due now, its attempts counted afresh)
 
 A chat that is forgotten (``hybridflow sessions forget``) loses its jobs and its session row at once: a job being
 generated then ends ``cancelled`` at ``record_attempt`` (never sent), and ``mark_sent`` of a send that was already
@@ -423,6 +424,29 @@ def recover_stale(conn: Connection, now: datetime) -> list[Row[Any]]:
                            f"{len(load_parts(row.parts) or ())}; it may or may not have been delivered: it is not sent "
                            "again, nor are the parts after it"))
     return unknown
+
+
+def failed_of_session(conn: Connection, session_id: int, job_id: int | None = None) -> Row[Any] | None:
+    """A chat's failed job to retry: the one with ``job_id``, else its latest failed one; None when there is none."""
+    query = sa.select(JOBS.c.id, JOBS.c.kind, JOBS.c.status).where(JOBS.c.session_id == session_id)
+    if job_id is not None:
+        return conn.execute(query.where(JOBS.c.id == job_id)).first()
+    return conn.execute(query.where(JOBS.c.status == FAILED).order_by(JOBS.c.id.desc()).limit(1)).first()
+
+
+def open_of_kind(conn: Connection, session_id: int, kind: JobKind) -> int:
+    """How many jobs of ``kind`` a chat has that are not finished yet (waiting, being written or sent)."""
+    return conn.execute(sa.select(sa.func.count()).select_from(JOBS).where(
+        JOBS.c.session_id == session_id, JOBS.c.kind == kind, JOBS.c.status.in_(OPEN_JOB_STATES))).scalar_one()
+
+
+def retry_failed(conn: Connection, job_id: int, now: datetime) -> bool:
+    """A failed job is due again now, with a fresh count of attempts (the same row: its kind's uniqueness holds,
+    and a text already written is sent as it was). Its last error stays until the next attempt. Returns whether
+    the job was still ``failed``."""
+    moved = conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == FAILED).values(
+        status=RETRY, due_at=now, attempts=0, lease_until=None, claimed_by=None, updated_at=now))
+    return moved.rowcount == 1
 
 
 # -- retention and forgetting ---------------------------------------------------------------------------------

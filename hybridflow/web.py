@@ -11,6 +11,7 @@ from aiohttp import web
 
 from hybridflow.capture import Capture
 from hybridflow.config import parse_duration
+from hybridflow.console import create_console
 from hybridflow.crypto import same_secret
 from hybridflow.errors import AuthenticationFailed, BadRequest, Forbidden, HybridFlowError, PayloadTooLarge
 from hybridflow.metrics import CONTENT_TYPE
@@ -145,6 +146,17 @@ async def session_resume(request: web.Request) -> web.Response:
     return web.json_response(view.as_dict())
 
 
+async def session_retry(request: web.Request) -> web.Response:
+    """POST /sessions/{instance}/{chat_id}/retry[?reply=ID]: send the chat's failed reply (that one) again."""
+    _require_admin(request)
+    reply = request.query.get("reply")
+    if reply is not None and not (reply.isdigit() and len(reply) < 19):
+        raise BadRequest(f"invalid 'reply': expected a reply's id such as 42, got {reply[:40]!r}")
+    retried = await request.app[SERVICE].retry(request.match_info["instance"], request.match_info["chat_id"],
+                                               reply=int(reply) if reply is not None else None, actor="http")
+    return web.json_response(retried.as_dict())
+
+
 async def session_forget(request: web.Request) -> web.Response:
     """DELETE /sessions/{instance}/{chat_id}: erase everything kept about the chat; answers what was erased."""
     _require_admin(request)
@@ -189,8 +201,11 @@ def create_app(service: Service, *, background: bool = True) -> web.Application:
     app.router.add_delete("/sessions/{instance}/{chat_id}", session_forget)
     app.router.add_post("/sessions/{instance}/{chat_id}/pause", session_pause)
     app.router.add_post("/sessions/{instance}/{chat_id}/resume", session_resume)
+    app.router.add_post("/sessions/{instance}/{chat_id}/retry", session_retry)
     if service.settings.metrics:
         app.router.add_get("/metrics", metrics)
+    if service.settings.admin_token:  # the operator console signs in with it; without it /ui is 404
+        app.add_subapp("/ui", create_console(service))
     if service.settings.capture_path:
         app[CAPTURE] = Capture(service.settings.capture_path)
     if background:

@@ -109,6 +109,25 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
 
 
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium and Playwright for Python, or a skip with the reason; under CI=true a missing browser
+    fails instead (.ci/run installs it)."""
+    from tests.support.browser import chromium
+
+    found = chromium()
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        found = None
+    if found is None:
+        if IN_CI:
+            pytest.fail("CI=true but Chromium or Playwright is missing: .ci/run installs chromium with apt-get and "
+                        "playwright with the test extra")
+        pytest.skip("Chromium (apt-get install chromium) or Playwright (pip install -e '.[test]') not found")
+    return found
+
+
 @pytest.fixture
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty working directory and no HYBRIDFLOW_* settings from the developer's shell."""

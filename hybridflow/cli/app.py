@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hybridflow import __version__
+from hybridflow.config import span  # noqa: F401  (the CLI's helpers: sessions and tenants use it from here)
 from hybridflow.errors import HybridFlowError
 
 if TYPE_CHECKING:
@@ -280,21 +281,6 @@ def when(value: datetime | None, now: datetime | None = None, zone: tzinfo | Non
     if value is None:
         return "-"
     return f"{clock(value, zone, seconds=seconds)} ({relative(value, now)})"
-
-
-def span(seconds: float) -> str:
-    """A length of time for people: '45 s', '12 min', '1 h 12 min', '3 d 4 h'."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 ago = relative  # the former name

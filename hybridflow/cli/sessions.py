@@ -18,7 +18,8 @@ from hybridflow.config import parse_duration
 if TYPE_CHECKING:
     from hybridflow.service.sessions import SessionDetail, SessionView
 
-app = App(help="List sessions, show or export their history, pause or resume the AI for a chat, forget a chat.",
+app = App(help="List sessions, show or export their history, pause or resume the AI for a chat, retry a failed "
+               "reply, forget a chat.",
           no_args_is_help=True)
 
 
@@ -73,14 +74,16 @@ def sessions_table(views: list[SessionView], now: datetime) -> Table:
     return table
 
 
-def _no_rows(instance: str | None, paused: bool, since: str | None, page: int, limit: int, total: int) -> str:
+def _no_rows(instance: str | None, paused: bool, since: str | None, page: int, limit: int, total: int,
+             state: str | None = None, search: str | None = None) -> str:
     """What an empty page says: past the end, no match for the filters as typed, or nothing stored yet."""
     if total and page > 1:
         pages = (total + limit - 1) // limit
         return (f"Page {page} is past the end: {total} sessions make {pages} page{'s' if pages != 1 else ''} "
                 f"of {limit} (the last is --page {pages}).")
     filters = [f"--instance {shlex.quote(instance)}"] * (instance is not None) + ["--paused"] * paused
-    filters += [f"--since {since}"] * (since is not None)
+    filters += [f"--since {since}"] * (since is not None) + [f"--state {state}"] * (state is not None)
+    filters += [f"--search {shlex.quote(search)}"] * (search is not None)
     if filters:
         return f"No sessions match {' '.join(filters)}."
     return "No sessions yet: they appear with the first webhook."
@@ -97,9 +100,20 @@ def list_(
     limit: int = typer.Option(50, "--limit", min=1, max=10000, metavar="N", help="Rows per page."),
     page: int = typer.Option(1, "--page", min=1, metavar="N", help="Page number."),
     every_kind: bool = typer.Option(False, "--all", help="Also groups, status broadcasts and newsletters."),
+    state: str | None = typer.Option(None, "--state", metavar="STATE",
+                                     help="Only chats that are paused, active, waiting (for a reply) or failed "
+                                          "(a reply failed)."),
+    search: str | None = typer.Option(None, "--search", metavar="TEXT",
+                                      help="Only chats whose customer's name or number contains this."),
     as_json: bool = json_option(),
 ) -> None:
     """List chats with people, most recently active first (--all: groups and broadcasts too)."""
+    from hybridflow.service.chat_list import ChatState
+
+    try:
+        chat_state = ChatState(state) if state is not None else None
+    except ValueError:
+        raise fail(f"invalid value for --state: {state!r} (give paused, active, waiting or failed)", 2) from None
     cutoff = None
     if since is not None:
         try:
@@ -108,7 +122,7 @@ def list_(
             raise fail(f"invalid value for --since: {exc}", 2) from None
     views, total = run(ctx, lambda s: s.list_sessions(instance=instance, paused=True if paused else None,
                                                       since=cutoff, limit=limit, offset=(page - 1) * limit,
-                                                      every_kind=every_kind),
+                                                      every_kind=every_kind, state=chat_state, search=search),
                        readonly=True)
     pages = (total + limit - 1) // limit
     if as_json:
@@ -116,7 +130,7 @@ def list_(
                     "limit": limit})
         return
     if not views:
-        out.print(escape(_no_rows(instance, paused, since, page, limit, total)))
+        out.print(escape(_no_rows(instance, paused, since, page, limit, total, state, search)))
         return
     print_table(sessions_table(views, datetime.now(UTC)))
     out.print(f"{len(views)} of {total} sessions (page {page} of {pages})")
@@ -214,6 +228,25 @@ def resume(
         out.print(f"[green]▶[/green] {view.instance} · {view.chat_id}: {_state(view)}")
         if view.note:
             err.print(f"note: {view.note}", markup=False)
+
+
+@app.command("retry")
+def retry(
+    ctx: typer.Context,
+    instance: str = typer.Argument(..., help="The Evolution instance name."),
+    chat: str = typer.Argument(..., help="The chat: a full JID or a phone number."),
+    reply: int | None = typer.Option(None, "--reply", metavar="ID",
+                                     help="The failed reply's id (sessions show lists them as #ID); "
+                                          "default: the chat's latest failed reply."),
+    as_json: bool = json_option(),
+) -> None:
+    """Send a failed reply of a chat again (the same reply, due now; a running serve sends it)."""
+    retried = run(ctx, lambda s: s.retry(instance, chat, reply=reply, actor="cli"))
+    if as_json:
+        print_json(retried.as_dict())
+    else:
+        out.print(f"[green]↻[/green] {escape(retried.instance)} · {escape(retried.chat_id)}: reply "
+                  f"#{retried.reply_id} is due again; a running serve sends it")
 
 
 def not_erased(capture_path: str | None) -> list[str]:

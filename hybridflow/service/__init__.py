@@ -31,6 +31,7 @@ from hybridflow.logs import Throttle
 from hybridflow.labels import LABEL_EVENTS
 from hybridflow.metrics import Metrics
 from hybridflow.models import MESSAGES, SESSIONS, JobKind
+from hybridflow.service import changes, dashboard
 from hybridflow.service import label_pauses as label_service
 from hybridflow.service import owner_commands
 from hybridflow.service.auth import TRUSTED, Credentials, authenticate
@@ -38,7 +39,10 @@ from hybridflow.service.ingest import (COMMAND, IGNORED_EVENT, REPLY_QUEUED, Inb
                                        store_batch)
 from hybridflow.service.replies import Replies, compose
 from hybridflow.service.retention import Forgotten, Retention, RetentionReport
-from hybridflow.service.sessions import Sessions, SessionDetail, SessionView
+from hybridflow.service.changes import Cursor
+from hybridflow.service.chat_list import ChatFilter, ChatState, RowExtras
+from hybridflow.service.dashboard import TenantDay
+from hybridflow.service.sessions import Retried, Sessions, SessionDetail, SessionView
 from hybridflow.service.tenants import SavedTenant, TenantChanges, TenantConfig, Tenants
 from hybridflow.service.writer import BatchWriter
 from hybridflow.statements import recent_texts
@@ -360,8 +364,12 @@ class Service:
 
     async def session_detail(self, instance: str, chat: str, *, limit: int = 20) -> SessionDetail:
         """A chat's state and history; also of a tenant removed with its history kept."""
+        return (await self.chat_detail(instance, chat, limit=limit))[1]
+
+    async def chat_detail(self, instance: str, chat: str, *, limit: int = 20) -> tuple[TenantConfig, SessionDetail]:
+        """``session_detail`` with the chat's tenant (its zone, its model, whether it is paused as a whole)."""
         tenant = await self.tenants.get(instance, cached=False, removed_too=True)
-        return await self.sessions.detail(tenant, chat, limit=limit)
+        return tenant, await self.sessions.detail(tenant, chat, limit=limit)
 
     async def pause(self, instance: str, chat: str, *, duration: float | None = None, actor: str = "operator") -> SessionView:
         view = await self.sessions.pause(await self.tenant(instance), chat, self.clock(), duration=duration, actor=actor)
@@ -373,6 +381,20 @@ class Service:
         view = await self.sessions.resume(await self.tenant(instance), chat, self.clock(), actor=actor)
         log.info("session.resumed", tenant=instance, chat=view.chat_id, reason="operator", actor=actor)
         return view
+
+    async def chat_overview(self, chats: ChatFilter, *, limit: int = 50, offset: int = 0
+                            ) -> tuple[list[tuple[SessionView, RowExtras]], int]:
+        """A page of chats as the console lists them: each session with a reply waiting or failed and its last
+        message, and the total that matched."""
+        return await self.sessions.overview(chats, limit=limit, offset=offset)
+
+    async def retry(self, instance: str, chat: str, *, reply: int | None = None, actor: str = "operator") -> Retried:
+        """Send a chat's failed reply again (``reply``: its id; else the latest failed one), reusing its job."""
+        retried = await self.sessions.retry(await self.tenant(instance), chat, self.clock(), reply=reply)
+        log.info("reply.retried", tenant=instance, chat=retried.chat_id, job_id=retried.reply_id, kind=retried.kind,
+                 actor=actor)
+        self.reply_wakeup.set()
+        return retried
 
     async def sweep(self) -> list[SessionView]:
         """Resume the sessions whose pause has run out."""
@@ -446,6 +468,27 @@ class Service:
         tenant = await self.tenant(instance)
         return tenant, await self.tokens_today(tenant)
 
+    async def tenant_days(self, instance: str | None = None) -> list[TenantDay]:
+        """Every tenant's day (or one tenant's): today's counts, queue, hours and the last 24 hours by hour."""
+        tenants = [await self.tenant(instance)] if instance is not None else await self.tenants.list()
+        now = self.clock()
+        async with self.store.read() as conn:
+            return [await dashboard.tenant_day(conn, tenant, now) for tenant in tenants]
+
+    async def cursor(self) -> changes.Cursor:
+        """Where the database is now, for ``changes`` later (see ``service.changes``)."""
+        async with self.store.read() as conn:
+            return await changes.read(conn)
+
+    async def changes(self, previous: changes.Cursor | str) -> changes.Changes:
+        """What changed since a cursor (or its token), made by this process or any other; a token that is not one
+        counts as "anything may have changed"."""
+        cursor = Cursor.parse(previous) if isinstance(previous, str) else previous
+        async with self.store.read() as conn:
+            if cursor is None:
+                return changes.Changes(await changes.read(conn), None, True)
+            return await changes.since(conn, cursor)
+
     async def metrics_text(self) -> str:
         """The /metrics exposition: this process' counters, the queue depth and every tenant's tokens today."""
         today = {t.instance: (await self.tokens_today(t))["used"] for t in await self.tenants.list()}
@@ -457,4 +500,4 @@ class Service:
         return {"status": "ok", "database": self.store.dialect}
 
 
-__all__ = ["Service", "Credentials", "TRUSTED", "TenantChanges", "utcnow"]
+__all__ = ["ChatFilter", "ChatState", "Service", "Credentials", "TRUSTED", "TenantChanges", "utcnow"]

@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hybridflow import events as ev
 from hybridflow import jobs, pauses
-from hybridflow.errors import AmbiguousChat, BadRequest, UnknownInstance, UnknownSession
-from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS
+from hybridflow.errors import AmbiguousChat, BadRequest, Conflict, NotFound, UnknownInstance, UnknownSession
+from hybridflow.models import EVENTS, MESSAGES, SESSIONS, TENANTS, JobKind
 from hybridflow.numbers import TypedChat, parse_chat
+from hybridflow.service import chat_list
+from hybridflow.service.chat_list import ChatFilter, ChatState, RowExtras
 from hybridflow.service.ingest import AUTO_RESUME, OPERATOR, SessionState, write_sessions
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.statements import alias_of, chats_naming_lid, lock_sessions
@@ -77,6 +79,7 @@ class MessageView:
     kind: str
     text: str | None
     action: str
+    message_type: str | None = None  # WhatsApp's type: imageMessage, audioMessage, ... (the kind says media)
 
     def as_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -115,6 +118,20 @@ class SessionDetail:
             "messages": [m.as_dict() for m in self.messages],
             "replies": [r.as_dict() for r in self.replies],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """A failed reply due again."""
+
+    instance: str
+    chat_id: str
+    reply_id: int
+    kind: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance, "chat_id": self.chat_id, "reply_id": self.reply_id, "kind": self.kind,
+                "status": str(jobs.RETRY)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,28 +234,31 @@ class Sessions:
         self.clock = clock
 
     async def list(self, *, instance: str | None = None, paused: bool | None = None, since: datetime | None = None,
-                   limit: int = 50, offset: int = 0, every_kind: bool = False) -> tuple[list[SessionView], int]:
-        """A page of sessions, most recently active first, and the total that matched. Groups, status broadcasts
-        and newsletters are not people's chats: listed only with ``every_kind``."""
-        conditions = [TENANTS.c.removed_at.is_(None)]
-        if not every_kind:
-            conditions.append(SESSIONS.c.chat_kind.not_in([ev.GROUP, ev.BROADCAST, ev.NEWSLETTER]))
-        if instance is not None:
-            conditions.append(TENANTS.c.instance == instance)
-        if paused is not None:
-            conditions.append(SESSIONS.c.is_paused == paused)
-        if since is not None:
-            conditions.append(SESSIONS.c.last_message_at >= since)
-        query = _select_views().where(*conditions)
+                   limit: int = 50, offset: int = 0, every_kind: bool = False, state: ChatState | None = None,
+                   search: str | None = None, paused_first: bool = False) -> tuple[list[SessionView], int]:
+        """A page of sessions, most recently active first (paused ones first with ``paused_first``), and the total
+        that matched. Groups, status broadcasts and newsletters are not people's chats: listed only with
+        ``every_kind``. ``state`` and ``search`` narrow it as ``chat_list.ChatFilter`` says."""
+        chats = ChatFilter(instance, paused, state, search, since, every_kind, paused_first)
+        rows, total = await self._page(chats, limit, offset)
+        return [view for view, _ in rows], total
+
+    async def overview(self, chats: ChatFilter, *, limit: int = 50, offset: int = 0
+                       ) -> tuple[list[tuple[SessionView, RowExtras]], int]:
+        """``list`` with what a list row shows beside each session (a reply waiting or failed, the last message)."""
+        return await self._page(chats, limit, offset, with_extras=True)
+
+    async def _page(self, chats: ChatFilter, limit: int, offset: int, *, with_extras: bool = False
+                    ) -> tuple[list[tuple[SessionView, RowExtras]], int]:
+        query = _select_views().where(*chat_list.conditions(chats))
         async with self.store.read() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))).scalar_one()
-            if not total and instance is not None:
-                await _known_instance(conn, instance)
-            rows = await conn.execute(
-                query.order_by(SESSIONS.c.last_message_at.desc().nulls_last(), SESSIONS.c.id.desc())
-                .limit(limit).offset(offset)
-            )
-            return [_view(row, self.clock()) for row in rows], total
+            if not total and chats.instance is not None:
+                await _known_instance(conn, chats.instance)
+            rows = (await conn.execute(query.order_by(*chat_list.ordering(chats)).limit(limit).offset(offset))).all()
+            more = await chat_list.extras(conn, [row.id for row in rows]) if with_extras else {}
+            now = self.clock()
+            return [(_view(row, now), more.get(row.id, RowExtras())) for row in rows], total
 
     async def match(self, tenant: TenantConfig, chat: str) -> Match:
         """The tenant's chats a typed chat (phone number or JID) matches."""
@@ -276,7 +296,8 @@ class Sessions:
                 session=view,
                 events=[SessionEventView(r.at, r.change, r.reason, r.actor, r.message_id, r.resumes_at)
                         for r in reversed(events.all())],
-                messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action)
+                messages=[MessageView(r.message_id, r.received_at, r.direction, r.kind, r.text, r.action,
+                                      r.message_type)
                           for r in reversed(messages.all())],
                 replies=[ReplyView(r.id, r.kind, r.status, r.attempts, r.trigger_message_id, r.reply_text,
                                    r.last_error, r.created_at, r.sent_at, r.tokens,
@@ -315,6 +336,29 @@ class Sessions:
             note = ("its pause label is still on the chat in WhatsApp Business: remove it there too, or the next "
                     "label change pauses it again") if labelled else None
             return replace(await self._get(conn, tenant, chat_id), note=note)
+
+    async def retry(self, tenant: TenantConfig, chat: str, now: datetime, *, reply: int | None = None) -> Retried:
+        """Send a failed reply of the chat again: ``reply`` (its id), else the chat's latest failed one. The same job
+        is due again now (``jobs.retry_failed``): a text already written goes out as it was, and no second reply
+        joins one that is waiting. Refused (409) while the chat or the tenant is paused, or a reply is waiting."""
+        async with self.store.write() as conn:
+            chat_id = (await resolve_chat(conn, tenant, chat)).existing()
+            state = await _locked(conn, tenant, chat_id, now)  # a decision for the chat waits for this transaction
+            job = await conn.run_sync(jobs.failed_of_session, state.id, reply)
+            if job is None:
+                what = f"no reply #{reply}" if reply is not None else "no failed reply"
+                raise NotFound(f"chat {chat_id} of instance {tenant.instance!r} has {what} to retry")
+            if job.status != jobs.FAILED:
+                raise Conflict(f"reply #{job.id} is {job.status}, not failed: only a failed reply is retried")
+            rule = jobs.RULES[JobKind(job.kind)]
+            if rule.skipped_when_paused and (state.is_paused or tenant.paused_now(now)):
+                what = "the chat" if state.is_paused else "the whole tenant"
+                raise Conflict(f"{what} is paused: resume it first, or the retried reply is skipped at once")
+            if rule.debounced and await conn.run_sync(jobs.open_of_kind, state.id, JobKind(job.kind)):
+                raise Conflict("a reply to this chat is already waiting or being sent; it answers the latest "
+                               "messages, so this one is not sent again")
+            await conn.run_sync(jobs.retry_failed, job.id, now)
+            return Retried(tenant.instance, chat_id, job.id, job.kind)
 
     async def sweep(self, now: datetime) -> list[SessionView]:
         """Resume every session whose pause has run out. One atomic statement: safe beside other sweepers."""
@@ -362,4 +406,4 @@ def kind_of(chat_id: str) -> str:
     return ev.USER
 
 
-__all__ = ["KnownChat", "Match", "Sessions", "SessionView", "SessionDetail", "resolve_chat"]
+__all__ = ["KnownChat", "Match", "Retried", "Sessions", "SessionView", "SessionDetail", "resolve_chat"]
