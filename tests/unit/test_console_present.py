@@ -83,3 +83,13 @@ def test_urls_and_numbers():
     assert present.number("5511987654321@s.whatsapp.net") == "+5511987654321"
     assert present.number("120363000000@g.us") == "120363000000@g.us"
     assert present.media("media", "audioMessage") == "media_audio" and present.media("text", None) is None
+
+
+def test_every_reply_status_and_kind_has_words_in_both_languages():
+    from hybridflow.models import JobKind, JobStatus
+
+    for language in i18n.LANGUAGES:
+        t = i18n.translator(language)
+        for key in [f"status_{s}" for s in JobStatus] + [f"kind_{k}" for k in JobKind]:
+            assert key in i18n.TEXTS, key  # not the code read out as words
+            assert t(key) and t(key) != key
