@@ -69,7 +69,7 @@ class HookClient:
             _log(url, event, started, None, error)
             raise error from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            error = SendError(f"invalid --notify-url {url!r}: {exc}", transient=False)
+            error = SendError(f"invalid --notify-url {_address(url)}: {exc}", transient=False)
             _log(url, event, started, None, error)
             raise error from exc
         except httpx.HTTPError as exc:
@@ -90,9 +90,13 @@ class HookClient:
 
 
 def _address(url: str) -> str:
-    """scheme://host[:port]/path without a query string (which may hold a token)."""
+    """scheme://host[:port]/path: no user:password, no query string (either may hold a token)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _log(url: str, event: str, started: float, status: int | None, error: SendError | None) -> None:

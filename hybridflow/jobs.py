@@ -44,6 +44,7 @@ QUEUED, RUNNING, RETRY, SENDING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus
 SENT, FAILED, SKIPPED_PAUSED, UNKNOWN = JobStatus.SENT, JobStatus.FAILED, JobStatus.SKIPPED_PAUSED, JobStatus.UNKNOWN
 CANCELLED, SKIPPED_BUDGET, HANDED_OFF = JobStatus.CANCELLED, JobStatus.SKIPPED_BUDGET, JobStatus.HANDED_OFF
 EXPIRED = JobStatus.EXPIRED
+MODEL_WAIT = "waiting for the model server"  # how a job handed back while the model server is down says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Job:
     parts: tuple[str, ...] | None = None  # a paced reply's parts, once written; None: one message
     parts_sent: int = 0  # how many of them were delivered
     asked_at: datetime | None = None  # when the message it answers (the chat's latest, for a reply) arrived
+    held_up: bool = False  # failures delayed it: a retry, or it waited for the model server to come back
     history: tuple[tuple[str, str], ...] = ()  # (who wrote it, text) of the chat's recent messages, oldest first
 
 
@@ -166,16 +168,21 @@ def enqueue_notices(conn: Connection, notices: Iterable[Notice], now: datetime) 
 
 
 def enqueue_notification(conn: Connection, *, tenant_id: int, chat_id: str, key: str, message_id: str, text: str,
-                         now: datetime, kind: JobKind = JobKind.NOTIFY) -> None:
+                         now: datetime, kind: JobKind = JobKind.NOTIFY, create: bool = True) -> bool:
     """Queue a text for the owner (a notification, or a ``notice``: a command's answer) to the owner's chat or the
-    tenant's notify number, once per ``key``. That chat's session is created if needed but not locked: nothing
-    about it changes, so no batch waits on it."""
-    conn.execute(insert_for(conn, SESSIONS).values(
-        tenant_id=tenant_id, chat_id=chat_id, chat_kind="user", is_paused=False, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]))
+    tenant's notify number, once per ``key``. That chat's session is created if needed (unless ``create`` is
+    False: then nothing is queued for a chat that does not exist, e.g. one just forgotten) but not locked:
+    nothing about it changes, so no batch waits on it. Returns whether it was queued (or was already)."""
+    if create:
+        conn.execute(insert_for(conn, SESSIONS).values(
+            tenant_id=tenant_id, chat_id=chat_id, chat_kind="user", is_paused=False, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "chat_id"]))
     session_id = conn.execute(sa.select(SESSIONS.c.id).where(
-        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id == chat_id)).scalar_one()
+        SESSIONS.c.tenant_id == tenant_id, SESSIONS.c.chat_id == chat_id)).scalar()
+    if session_id is None:
+        return False
     enqueue_notices(conn, [Notice(kind, tenant_id, session_id, chat_id, key, message_id, text, now)], now)
+    return True
 
 
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
@@ -226,6 +233,12 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
             .order_by(JOBS.c.due_at).limit(limit))
     if not model_up:
         pick = pick.where(JOBS.c.reply_text.is_not(None))
+    # One reply of a chat at a time: a reply queued while another is being written or sent (a paced one takes a
+    # while) waits for it, so the two never interleave.
+    busy = JOBS.alias("busy")
+    pick = pick.where(sa.or_(JOBS.c.kind != JobKind.REPLY, ~sa.exists().where(
+        busy.c.session_id == JOBS.c.session_id, busy.c.kind == JobKind.REPLY,
+        busy.c.status.in_([RUNNING, SENDING]))))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     rows = conn.execute(
@@ -234,7 +247,7 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
                 lease_until=now + timedelta(seconds=lease), updated_at=now)
         .returning(JOBS.c.id, JOBS.c.kind, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id,
                    JOBS.c.trigger_message_id, JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text,
-                   JOBS.c.received_at, JOBS.c.parts, JOBS.c.parts_sent)).all()
+                   JOBS.c.received_at, JOBS.c.parts, JOBS.c.parts_sent, JOBS.c.last_error)).all()
     if not rows:
         return []
     paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
@@ -245,8 +258,9 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.received_at).where(pairs_in(
             MESSAGES.c.tenant_id, MESSAGES.c.message_id,
             {(row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows})))}
-    return [Job(**{**row._mapping, "kind": JobKind(row.kind), "parts": load_parts(row.parts),
-                   "parts_sent": row.parts_sent or 0,
+    return [Job(**{**{k: v for k, v in row._mapping.items() if k != "last_error"}, "kind": JobKind(row.kind),
+                   "parts": load_parts(row.parts), "parts_sent": row.parts_sent or 0,
+                   "held_up": row.attempts > 1 or (row.last_error or "").startswith(MODEL_WAIT),
                    "asked_at": asked.get((row.tenant_id, row.last_message_id or row.trigger_message_id))},
                 paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
@@ -300,8 +314,9 @@ def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now
     """
     session = sa.select(SESSIONS.c.id).where(SESSIONS.c.id == job.session_id)
     if conn.dialect.name == "postgresql":
-        # Before the job's row, as a forget takes them (session, then jobs): the two never wait for each other.
-        session = session.with_for_update(key_share=True)
+        # Before the job's row, as a forget and the ingest take them (session, then jobs): an echo being stored
+        # waits for this (or is seen by it), and the two never wait for each other in the other order.
+        session = session.with_for_update()
     sent = None
     if conn.execute(session).first() is not None:
         sent = conn.execute(
@@ -326,11 +341,14 @@ def mark_part_sent(conn: Connection, job: Job, text: str, message_id: str | None
     it and goes back to ``running`` (this worker's, a new lease) for the next part. Returns the part's WhatsApp id
     when known; False when the job is no longer this worker's send (the chat was forgotten, or it was recovered
     after its lease ran out): the parts after it are not sent."""
-    mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == SENDING, JOBS.c.claimed_by == worker_id)
+    # ``running``: a retried part whose echo came back meanwhile (delivered, not sent again).
+    mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status.in_([SENDING, RUNNING]), JOBS.c.claimed_by == worker_id)
     session = sa.select(SESSIONS.c.id).where(SESSIONS.c.id == job.session_id)
     query = sa.select(JOBS.c.sent_message_id).where(mine)
-    if conn.dialect.name == "postgresql":  # the session before the job, as mark_sent and a forget take them
-        session, query = session.with_for_update(key_share=True), query.with_for_update()
+    if conn.dialect.name == "postgresql":
+        # The session before the job, as a forget and the ingest take them: an echo being stored waits for this
+        # part to be counted (or is seen by it), so it is never settled on the next part.
+        session, query = session.with_for_update(), query.with_for_update()
     if conn.execute(session).first() is None:
         if message_id:
             add_tombstones(conn, [(job.tenant_id, message_id)], now)
@@ -368,21 +386,25 @@ def retry_later(conn: Connection, job_id: int, *, from_status: JobStatus, due_at
 
 
 def finish(conn: Connection, job_id: int, *, from_status: JobStatus, status: JobStatus, error: str,
-           now: datetime) -> None:
-    """End a job without sending it: ``failed`` or ``skipped_paused``, with the reason."""
-    _move(conn, job_id, from_status, status=status, last_error=error, updated_at=now)
+           now: datetime) -> bool:
+    """End a job without sending it: ``failed`` or ``skipped_paused``, with the reason. False when the job had
+    moved on (or is gone with its forgotten chat)."""
+    return _move(conn, job_id, from_status, status=status, last_error=error, updated_at=now)
 
 
-def _move(conn: Connection, job_id: int, from_status: JobStatus, **values: Any) -> None:
-    conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == from_status).values(**values))
+def _move(conn: Connection, job_id: int, from_status: JobStatus, **values: Any) -> bool:
+    return conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == from_status)
+                        .values(**values)).rowcount == 1
 
 
-def hand_back(conn: Connection, job_id: int, *, due_at: datetime, error: str, now: datetime) -> None:
+def hand_back(conn: Connection, job_id: int, *, worker_id: str, due_at: datetime, error: str,
+              now: datetime) -> None:
     """A job that could not run because the model server is down goes back to the queue, due at ``due_at``,
-    without using up an attempt (nothing was tried)."""
-    conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == RUNNING).values(
-        status=RETRY, due_at=due_at, lease_until=None, claimed_by=None, updated_at=now, last_error=error,
-        attempts=JOBS.c.attempts - 1))
+    without using up an attempt (nothing was tried); its error starts with ``MODEL_WAIT`` (it is held up)."""
+    conn.execute(sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status == RUNNING,
+                                       JOBS.c.claimed_by == worker_id).values(
+        status=RETRY, due_at=due_at, lease_until=None, claimed_by=None, updated_at=now,
+        last_error=f"{MODEL_WAIT}: {error}", attempts=JOBS.c.attempts - 1))
 
 
 def release(conn: Connection, job_ids: Iterable[int], now: datetime) -> None:
@@ -498,7 +520,9 @@ def settle_echoes(conn: Connection, echoes: dict[int, str], now: datetime) -> No
     params = [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()]
     conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.sent_message_id.is_(None))
                  .values(sent_message_id=sa.bindparam("b_mid")), params)
-    conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == UNKNOWN)
+    # A paced reply left unknown stays so: the parts after the one that echoed were never sent.
+    conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.status == UNKNOWN,
+                                       JOBS.c.parts.is_(None))
                  .values(status=SENT, sent_at=now, last_error=None), params)
 
 

@@ -11,6 +11,7 @@ Failures become ``LLMError`` with ``transient`` saying whether a retry can help:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -27,6 +28,7 @@ from hybridflow.errors import LLMError
 log = structlog.get_logger("hybridflow.llm")
 
 ROLES = ("user", "assistant")
+PROBE_TIMEOUT = 5.0  # seconds a probe of a model server that was down may take
 # Reasoning models (deepseek-r1, qwen3 on older Ollama) put their chain of thought in the content.
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
@@ -168,8 +170,8 @@ class LLMClient:
     async def reachable(self) -> bool:
         """Whether the model server answers at all (a cheap probe: the list of its models)."""
         try:
-            await self._client.list()
-        except Exception:  # noqa: BLE001 - any failure means "not now"
+            await asyncio.wait_for(self._client.list(), PROBE_TIMEOUT)
+        except Exception:  # noqa: BLE001 - any failure (a timeout too: a host that drops packets) means "not now"
             return False
         return True
 

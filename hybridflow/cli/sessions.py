@@ -164,8 +164,9 @@ def detail_lines(d: SessionDetail, now: datetime, zone: tzinfo | None = None) ->
             error = f" — {escape(r.last_error)}" if r.last_error else ""
             kind = "" if r.kind == "reply" else f"{r.kind} "
             tokens = f" · {r.tokens} tokens" if r.tokens is not None else ""
+            parts = f" · parts {r.parts_sent}/{r.parts} sent" if r.parts else ""
             lines.append(f"  #{r.id} {kind}{r.status} (attempts {r.attempts}) · queued {when(r.created_at, now, zone)}"
-                         f"{sent}{tokens}{error}")
+                         f"{sent}{tokens}{parts}{error}")
     return lines
 
 

@@ -16,12 +16,10 @@ from sqlalchemy.engine import Connection
 
 from hybridflow import jobs
 from hybridflow.jobs import CANCELLED, HANDED_OFF, RUNNING, SKIPPED_PAUSED, Job, JobKind, JobStatus
-from hybridflow.models import JOBS
+from hybridflow.models import JOBS, SESSIONS
 from hybridflow.service import notifications
 from hybridflow.service.ingest import CUSTOMER_REQUEST, SessionState, write_sessions
-from hybridflow.service.sessions import kind_of
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.statements import lock_sessions
 
 TOOL_NAME = "handoff_to_human"
 TOOL = {
@@ -55,9 +53,12 @@ def by_model(conn: Connection, *, tenant: TenantConfig, job: Job, reason: str, w
     ``cancelled`` (the chat was forgotten) or ``running`` (this worker no longer holds the job)."""
     mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     spent = {"tokens": tokens, "generated_at": now, "updated_at": now}
-    if conn.execute(sa.select(JOBS.c.id).where(JOBS.c.id == job.id)).first() is None:
+    session = sa.select(SESSIONS).where(SESSIONS.c.id == job.session_id)
+    if conn.dialect.name == "postgresql":
+        session = session.with_for_update()  # before the job, as a forget takes them; a forget waits, or came first
+    row = conn.execute(session).first()
+    if row is None or conn.execute(sa.select(JOBS.c.id).where(JOBS.c.id == job.id)).first() is None:
         return CANCELLED  # the chat was forgotten while the model was answering: its jobs went with it
-    row = lock_sessions(conn, {(tenant.id, job.chat_id): kind_of(job.chat_id)}, now)[(tenant.id, job.chat_id)]
     state = SessionState.from_row(row)
     if state.is_paused or jobs.tenants_paused(conn, {tenant.id}, now, lock=True):
         moved = conn.execute(sa.update(JOBS).where(mine).values(

@@ -50,10 +50,10 @@ def queue(conn: Connection, tenant: TenantConfig, alert: Alert, now: datetime) -
         jobs.enqueue_notification(conn, tenant_id=tenant.id, chat_id=tenant.notify_chat, key=alert.key,
                                   message_id=alert.message_id, text=text, now=now)
         channels += 1
-    if tenant.notify_url is not None:
-        jobs.enqueue_notification(conn, tenant_id=tenant.id, chat_id=alert.chat_id, key=alert.key,
-                                  message_id=alert.message_id, text=body(tenant, alert, text, now), now=now,
-                                  kind=JobKind.NOTIFY_URL)
+    # Filed with the customer's chat (forgetting it erases it too); never for a chat that is gone.
+    if tenant.notify_url is not None and jobs.enqueue_notification(
+            conn, tenant_id=tenant.id, chat_id=alert.chat_id, key=alert.key, message_id=alert.message_id,
+            text=body(tenant, alert, text, now), now=now, kind=JobKind.NOTIFY_URL, create=False):
         channels += 1
     return channels
 

@@ -153,8 +153,8 @@ class Replies:
             self._model_down = error
             self._model_probe_at = time.monotonic() + self._model_probe_every
         now = self.clock()
-        await self.submit(functools.partial(jobs.hand_back, job_id=job.id, due_at=now, now=now,
-                                            error=f"waiting for the model server: {error}"))
+        await self.submit(functools.partial(jobs.hand_back, job_id=job.id, worker_id=self.worker_id, due_at=now,
+                                            now=now, error=error))
         self.metrics.reply(RETRY)
         return RETRY
 
@@ -187,15 +187,15 @@ class Replies:
             return await self._finish(job, SKIPPED_PAUSED, bound, error="the chat was paused before generation")
         if job.kind == JobKind.NOTIFY_URL:  # a POST to the tenant's URL: never a WhatsApp message
             return await self._post(tenant, job, bound)
-        late = self._too_late(tenant, job)
-        if late is not None:
-            return await self._finish(job, EXPIRED, bound, error=late)
         if not tenant.api_key:
             reason = tenant.secret_error or "the tenant has no Evolution API key (hybridflow tenants update --api-key)"
             return await self._finish(job, FAILED, bound, error=reason)
         if job.reply_text is not None and job.parts is None and await self._echo_seen(job):
             # A retry after a send that failed or timed out, but whose echo came back meanwhile: it was delivered.
             return await self._mark_sent(job, job.reply_text, None, bound)
+        late = self._too_late(tenant, job)
+        if late is not None:
+            return await self._finish(job, EXPIRED, bound, error=late)
         if tenant.mark_read and job.kind == JobKind.REPLY and job.parts_sent == 0:
             self._side_task(self._mark_read(tenant, job, bound))
         text, answer, parts = job.reply_text, None, job.parts
@@ -234,8 +234,9 @@ class Replies:
 
     def _too_late(self, tenant: TenantConfig, job: Job) -> str | None:
         """Why a reply held up by failures is not sent any more: the customer wrote longer ago than the tenant's
-        ``--max-reply-delay``. A first attempt always goes (it waited on purpose: debounce, business hours)."""
-        if (job.kind != JobKind.REPLY or job.attempts <= 1 or job.asked_at is None
+        ``--max-reply-delay``. A first attempt always goes (it waited on purpose: debounce, business hours), and so
+        does the rest of a paced reply whose first parts went out (the customer has its beginning)."""
+        if (job.kind != JobKind.REPLY or not job.held_up or job.parts_sent or job.asked_at is None
                 or tenant.max_reply_delay is None):
             return None
         waited = (self.clock() - job.asked_at).total_seconds()
@@ -390,11 +391,11 @@ class Replies:
 
     async def _finish(self, job: Job, status: JobStatus, bound: Any, *, error: str,
                       status_from: JobStatus = RUNNING) -> str:
-        await self.submit(functools.partial(jobs.finish, job_id=job.id, from_status=status_from, status=status,
-                                            error=error, now=self.clock()))
+        moved = await self.submit(functools.partial(jobs.finish, job_id=job.id, from_status=status_from,
+                                                    status=status, error=error, now=self.clock()))
         (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error, kind=job.kind)
         self.metrics.reply(status)
-        if job.kind == JobKind.REPLY and status in (FAILED, SKIPPED_BUDGET):
+        if moved and job.kind == JobKind.REPLY and status in (FAILED, SKIPPED_BUDGET):
             await self._notify_owner(job, status, error)
         return status
 

@@ -39,6 +39,7 @@ DEFAULT_TIME_PER_CHAR = 50  # ms of "typing" per character of a paced part, as E
 MAX_TIME_PER_CHAR = 1000
 DEFAULT_MAX_REPLY_DELAY = 600.0  # a reply held up by failures is not sent more than 10 min after the message
 MIN_REPLY_DELAY = 60.0
+MIN_NOTIFY_SECRET = 16
 MIN_REPLY_CHARS = 20  # a shorter limit would cut every answer to nothing useful
 NEXT_OPEN = "{next_open}"  # the away message's placeholder
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -358,7 +359,7 @@ def _notify_url(text: str) -> str | None:
     if not text:
         return None
     parsed = urlsplit(text)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in text):
         raise BadRequest(f"invalid --notify-url: give an http:// or https:// URL, e.g. "
                          f"https://n8n.example.com/webhook/hybridflow; got {text!r}")
     return text
@@ -736,6 +737,9 @@ class Tenants:
 
         _check_auth(secret=will_have("webhook_secret"), jwt_key=will_have("jwt_key"),
                     api_version=changes.api_version or (row.api_version if row is not None else "v2"))
+        if changes.notify_secret and len(changes.notify_secret) < MIN_NOTIFY_SECRET:
+            raise BadRequest(f"--notify-secret must be at least {MIN_NOTIFY_SECRET} characters: make one with "
+                             "`openssl rand -hex 32`")
         url = changes.notify_url if changes.notify_url is not None else (row.notify_url if row is not None else None)
         if url and not will_have("notify_secret"):
             raise BadRequest("--notify-url needs --notify-secret too: its POSTs are signed with it, so that the "

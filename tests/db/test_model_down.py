@@ -64,6 +64,24 @@ async def test_texts_already_written_still_go_out_while_the_model_is_down(
     assert texts_to(fake_evolution, CUSTOMER) == ["Echo: Oi, tudo bem?"]
 
 
+async def test_a_reply_that_waited_for_the_model_past_the_max_reply_delay_expires(
+        service: Service, tenant, fake_ollama: FakeOllama, fake_evolution: FakeEvolution, clock: FakeClock):
+    port = urlsplit(fake_ollama.url).port
+    await fake_ollama.stop()
+    await said(service, "Vocês entregam hoje?")
+    assert await run_due(service) == ["retry"]
+    clock.advance(hours=2)  # Ollama is down for two hours
+    await fake_ollama.start(port)
+    statuses: list[str] = []
+
+    async def settled() -> bool:
+        statuses.extend(await run_due(service))
+        return bool(statuses)
+
+    await eventually(settled, timeout=10, what="the reply once the model is back")
+    assert statuses == ["expired"] and fake_evolution.sent_texts == []  # not a two-hour-old answer
+
+
 async def test_a_reply_held_up_past_the_max_reply_delay_expires(
         service: Service, tenant, fake_evolution: FakeEvolution, clock: FakeClock):
     fake_evolution.fail_next(500, times=20)  # Evolution is down for a long while

@@ -177,3 +177,41 @@ def test_paced_reply_options_from_the_command_line(hf):  # type: ignore[no-untyp
     assert "split-replies" in shown and "40 ms" in shown
     assert "invalid --time-per-char" in failed(hf("tenants", "update", INSTANCE, "--time-per-char", "9000"), 2)
     assert "invalid value for --time-per-char" in failed(hf("tenants", "update", INSTANCE, "--time-per-char", "x"), 2)
+
+
+async def test_a_part_that_failed_but_reached_whatsapp_is_not_sent_again_and_the_rest_follows(
+        paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
+    service = paced
+    fake_evolution.delay_scale = 0.2
+    await said(service, "Tem pão de queijo?")
+    [job] = await service.replies.claim(10)
+    task = asyncio.create_task(service.replies.run(job))
+    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    fake_evolution.fail_next(500)  # part 2's sendText answers 500 ...
+    assert await task == "retry"
+    echo = upsert(PARTS[1], from_me=True, event="send.message")  # ... but WhatsApp got it: its echo arrives
+    assert (await service.ingest(echo, raw(echo))).action == "own_message"
+    fake_evolution.delay_scale = 0.0
+    clock.advance(seconds=10)
+    assert await run_due(service) == ["sent"]
+    assert [t["text"] for t in fake_evolution.sent_texts] == [PARTS[0], PARTS[2]]  # part 2 not sent twice
+    [reply] = (await service.session_detail(INSTANCE, CUSTOMER)).replies
+    assert (reply.status, reply.parts_sent) == ("sent", 3)
+    assert not (await service.session(INSTANCE, CUSTOMER)).is_paused
+
+
+async def test_a_message_during_a_paced_reply_is_answered_after_it_not_between_its_parts(
+        paced: Service, fake_evolution: FakeEvolution, fake_ollama: FakeOllama):
+    service = paced
+    fake_evolution.delay_scale = 0.2
+    await said(service, "Tem pão de queijo?")
+    [job] = await service.replies.claim(10)
+    task = asyncio.create_task(service.replies.run(job))
+    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    fake_ollama.reply = "Separo, sim!"
+    assert await said(service, "E tem broa?") == ("reply_queued", None)
+    assert await service.replies.claim(10) == []  # the chat's paced reply is still going out
+    assert await task == "sent"
+    fake_evolution.delay_scale = 0.0
+    assert await run_due(service) == ["sent"]
+    assert [t["text"] for t in fake_evolution.sent_texts] == [*PARTS, "Separo, sim!"]

@@ -97,6 +97,7 @@ async def test_a_paced_reply_goes_out_part_by_part_and_its_echoes_pause_nothing(
     detail = json.loads(shown)
     assert detail["is_paused"] is False  # the bot's own echoes never pause it
     assert [(r["status"], r["parts"], r["parts_sent"]) for r in detail["replies"]] == [("sent", 3, 3)]
+    assert "parts 3/3 sent" in cli(env, "sessions", "show", INSTANCE, CUSTOMER).stdout
     assert await post(server, message("Obrigada")) == ("reply_queued", None)  # still answering
     await eventually(lambda: texts_to(fake_evolution, CUSTOMER)[-1:] == ["Certo!"], what="the next reply")
 
