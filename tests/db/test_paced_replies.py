@@ -41,6 +41,17 @@ async def paced(service: Service, tenant, fake_ollama: FakeOllama) -> Service:  
     return service
 
 
+async def part_one_sent(service: Service, fake_evolution: FakeEvolution) -> asyncio.Task[str]:
+    """The customer asks; the paced reply runs in a task until its first part is out, each "typing…" lasting a
+    fifth of its delay (long enough for the test to act before the next part)."""
+    fake_evolution.delay_scale = 0.2
+    await said(service, "Tem pão de queijo?")
+    [job] = await service.replies.claim(10)
+    task = asyncio.create_task(service.replies.run(job))
+    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    return task
+
+
 def calls(fake_evolution: FakeEvolution) -> list[tuple[str, object]]:
     """What reached Evolution, in order: each presence with its delay, each text."""
     out: list[tuple[str, object]] = []
@@ -106,11 +117,7 @@ async def test_the_owner_typing_while_part_two_is_typed_stops_parts_two_and_thre
 async def test_a_part_that_failed_is_retried_from_that_part_and_never_resends_the_ones_before(
         paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = paced
-    fake_evolution.delay_scale = 0.2  # "typing…" part 2 lasts long enough to make its send fail
-    await said(service, "Tem pão de queijo?")
-    [job] = await service.replies.claim(10)
-    task = asyncio.create_task(service.replies.run(job))
-    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    task = await part_one_sent(service, fake_evolution)
     fake_evolution.fail_next(500)  # part 2's sendText
     assert await task == "retry"
     [reply] = (await service.session_detail(INSTANCE, CUSTOMER)).replies
@@ -124,11 +131,7 @@ async def test_a_part_that_failed_is_retried_from_that_part_and_never_resends_th
 async def test_a_worker_that_dies_sending_part_two_leaves_it_unknown_and_sends_nothing_after_it(
         paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = paced
-    await said(service, "Tem pão de queijo?")
-    fake_evolution.delay_scale = 0.2  # "typing…" part 2 lasts long enough to hold its send
-    [job] = await service.replies.claim(10)
-    task = asyncio.create_task(service.replies.run(job))
-    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    task = await part_one_sent(service, fake_evolution)
     fake_evolution.hold(only="/sendText/")  # part 2 reaches Evolution and hangs there
     await eventually(lambda: sum("/sendText/" in r.path for r in fake_evolution.requests) == 2, what="part 2 sent")
     task.cancel()  # the worker is gone mid-send (as after kill -9: nothing more runs in it)
@@ -182,11 +185,7 @@ def test_paced_reply_options_from_the_command_line(hf):  # type: ignore[no-untyp
 async def test_a_part_that_failed_but_reached_whatsapp_is_not_sent_again_and_the_rest_follows(
         paced: Service, clock: FakeClock, fake_evolution: FakeEvolution):
     service = paced
-    fake_evolution.delay_scale = 0.2
-    await said(service, "Tem pão de queijo?")
-    [job] = await service.replies.claim(10)
-    task = asyncio.create_task(service.replies.run(job))
-    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    task = await part_one_sent(service, fake_evolution)
     fake_evolution.fail_next(500)  # part 2's sendText answers 500 ...
     assert await task == "retry"
     echo = upsert(PARTS[1], from_me=True, event="send.message")  # ... but WhatsApp got it: its echo arrives
@@ -203,11 +202,7 @@ async def test_a_part_that_failed_but_reached_whatsapp_is_not_sent_again_and_the
 async def test_a_message_during_a_paced_reply_is_answered_after_it_not_between_its_parts(
         paced: Service, fake_evolution: FakeEvolution, fake_ollama: FakeOllama):
     service = paced
-    fake_evolution.delay_scale = 0.2
-    await said(service, "Tem pão de queijo?")
-    [job] = await service.replies.claim(10)
-    task = asyncio.create_task(service.replies.run(job))
-    await eventually(lambda: len(fake_evolution.sent_texts) == 1, what="part 1 sent")
+    task = await part_one_sent(service, fake_evolution)
     fake_ollama.reply = "Separo, sim!"
     assert await said(service, "E tem broa?") == ("reply_queued", None)
     assert await service.replies.claim(10) == []  # the chat's paced reply is still going out
