@@ -214,7 +214,7 @@ def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime
         return found
     rows = conn.execute(sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
         JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
-        JOBS.c.status.not_in([SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET])))
+        JOBS.c.status.not_in([SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET, EXPIRED, HANDED_OFF])))
     for session_id, created_at, status in rows:
         started, waiting = found.get(session_id, ([], False))
         started.append(created_at)

@@ -297,7 +297,7 @@ def own_sends(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, 
         parts = jobs.load_parts(row.parts)
         if parts is not None:  # a paced reply: each part echoes on its own (sent ones are kept by their id)
             current = row.parts_sent or 0
-            for index, part in enumerate(parts):
+            for index, part in enumerate(parts[:current + 1]):  # the parts after the current one were not sent
                 if index != current or not row.sent_message_id:
                     found.by_text.setdefault((row.tenant_id, row.chat_id, part.strip()), []).append(
                         (row.id, index == current))

@@ -395,19 +395,19 @@ class Replies:
                                                     status=status, error=error, now=self.clock()))
         (bound.error if status == FAILED else bound.info)(f"reply.{status}", error=error, kind=job.kind)
         self.metrics.reply(status)
-        if moved and job.kind == JobKind.REPLY and status in (FAILED, SKIPPED_BUDGET):
+        if moved and job.kind == JobKind.REPLY and status in (FAILED, SKIPPED_BUDGET, EXPIRED):
             await self._notify_owner(job, status, error)
         return status
 
     async def _notify_owner(self, job: Job, status: JobStatus, error: str) -> None:
-        """Tell the owner once: of each reply that failed for good, and of the first reply of the day the budget
-        stopped."""
+        """Tell the owner once: of each reply that failed for good or expired (the customer is still waiting), and
+        of the first reply of the day the budget stopped."""
         tenant = await self.tenants.get_by_id(job.tenant_id)
         if tenant.notify_chat is None and tenant.notify_url is None:
             return
         now = self.clock()
-        event, key = ((notifications.FAILED, f"failed:{job.id}") if status == FAILED else
-                      (notifications.BUDGET, f"budget:{now.astimezone(tenant.zone).date().isoformat()}"))
+        event, key = ((notifications.BUDGET, f"budget:{now.astimezone(tenant.zone).date().isoformat()}")
+                      if status == SKIPPED_BUDGET else (notifications.FAILED, f"failed:{job.id}"))
         await self.submit(functools.partial(notifications.queue_for_job, tenant=tenant, job=job, event=event, key=key,
                                             now=now, detail=error))
 

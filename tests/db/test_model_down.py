@@ -84,7 +84,8 @@ async def test_a_reply_that_waited_for_the_model_past_the_max_reply_delay_expire
 
 async def test_a_reply_held_up_past_the_max_reply_delay_expires(
         service: Service, tenant, fake_evolution: FakeEvolution, clock: FakeClock):
-    fake_evolution.fail_next(500, times=20)  # Evolution is down for a long while
+    await service.update_tenant(INSTANCE, TenantChanges(owner_number="+55 11 95555-0000"))
+    fake_evolution.fail_next(500, times=2)  # Evolution is down for a long while
     await said(service, "Vocês entregam hoje?")
     assert await run_due(service) == ["retry"]
     clock.advance(minutes=9)
@@ -93,8 +94,11 @@ async def test_a_reply_held_up_past_the_max_reply_delay_expires(
     assert await run_due(service) == ["expired"]
     [reply] = (await service.session_detail(INSTANCE, CUSTOMER)).replies
     assert reply.status == "expired" and "more than --max-reply-delay 10m" in reply.last_error
-    assert fake_evolution.sent_texts == []
     assert 'hybridflow_replies_total{status="expired"} 1.0' in service.metrics.render({})
+    assert await run_due(service) == ["sent"]  # the owner is told: the customer is still waiting
+    [told] = texts_to(fake_evolution, "5511955550000@s.whatsapp.net")
+    assert "falhou" in told and "--max-reply-delay" in told and "Vocês entregam hoje?" in told
+    assert texts_to(fake_evolution, CUSTOMER) == []
     assert await run_due(service) == []
 
 
