@@ -91,7 +91,7 @@ class Job:
     paused: bool = False  # the chat's state when the job was claimed
     parts: tuple[str, ...] | None = None  # a paced reply's parts, once written; None: one message
     parts_sent: int = 0  # how many of them were delivered
-    asked_at: datetime | None = None  # when the message it answers (the chat's latest, for a reply) arrived
+    asked_at: datetime | None = None  # for a reply held up by failures: when the message it answers arrived
     held_up: bool = False  # failures delayed it: a retry, or it waited for the model server to come back
     history: tuple[tuple[str, str], ...] = ()  # (who wrote it, text) of the chat's recent messages, oldest first
 
@@ -254,14 +254,16 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         SESSIONS.c.id.in_({row.session_id for row in rows})))}
     held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
     paused |= {row.session_id: True for row in rows if row.tenant_id in held}
+    held_up = {row.id for row in rows if row.attempts > 1 or (row.last_error or "").startswith(MODEL_WAIT)}
+    asked_of = {row.id: (row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows
+                if row.id in held_up and row.kind == JobKind.REPLY}
+    # When the customer wrote: only a reply held up by failures needs it (--max-reply-delay), not the common case.
     asked = {(r.tenant_id, r.message_id): r.received_at for r in conn.execute(
         sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.received_at).where(pairs_in(
-            MESSAGES.c.tenant_id, MESSAGES.c.message_id,
-            {(row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows})))}
+            MESSAGES.c.tenant_id, MESSAGES.c.message_id, set(asked_of.values()))))} if asked_of else {}
     return [Job(**{**{k: v for k, v in row._mapping.items() if k != "last_error"}, "kind": JobKind(row.kind),
                    "parts": load_parts(row.parts), "parts_sent": row.parts_sent or 0,
-                   "held_up": row.attempts > 1 or (row.last_error or "").startswith(MODEL_WAIT),
-                   "asked_at": asked.get((row.tenant_id, row.last_message_id or row.trigger_message_id))},
+                   "held_up": row.id in held_up, "asked_at": asked.get(asked_of.get(row.id))},
                 paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
                 history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 

@@ -294,13 +294,9 @@ class Replies:
                     self.metrics.reply(outcome)
                     return outcome
                 try:
-                    result = await self.evolution.send_text(
-                        base_url=tenant.evolution_url, instance=tenant.instance, api_key=tenant.api_key or "",
-                        number=job.chat_id, text=part, api_version=tenant.api_version)
-                    message_id = result.message_id
+                    message_id = await self._send_once(tenant, job, part)
                 except SendError as exc:
-                    if not (exc.transient and await self._echo_seen(job)):
-                        return await self._failed_attempt(job, exc, pbound, status_from=SENDING)
+                    return await self._failed_attempt(job, exc, pbound, status_from=SENDING)
             if last:
                 return await self._mark_sent(job, part, message_id, pbound)
             kept = await self.submit(functools.partial(
@@ -317,12 +313,7 @@ class Replies:
         """Show "typing…" for ``delay_ms``: Evolution holds the sendPresence call that long; when the call fails,
         the wait is kept anyway, so the pace does not change."""
         started = time.monotonic()
-        try:
-            await self.evolution.send_presence(base_url=tenant.evolution_url, instance=tenant.instance,
-                                               api_key=tenant.api_key or "", number=job.chat_id, delay_ms=delay_ms,
-                                               api_version=tenant.api_version)
-        except SendError as exc:
-            bound.info("reply.presence_failed", error=exc.message)
+        if not await self._presence(tenant, job, bound, delay_ms=delay_ms):
             await asyncio.sleep(max(0.0, delay_ms / 1000 - (time.monotonic() - started)))
 
     async def _hand_off(self, tenant: TenantConfig, job: Job, reason: str, answer: Answer, bound: Any) -> str:
@@ -356,14 +347,24 @@ class Replies:
 
     async def _send(self, tenant: TenantConfig, job: Job, text: str, bound: Any) -> str:
         try:
+            message_id = await self._send_once(tenant, job, text)
+        except SendError as exc:
+            return await self._failed_attempt(job, exc, bound, status_from=SENDING)
+        return await self._mark_sent(job, text, message_id, bound)
+
+    async def _send_once(self, tenant: TenantConfig, job: Job, text: str) -> str | None:
+        """One sendText of the text the job is sending (its whole text, or a part); the WhatsApp id Evolution
+        gave, None when a send that failed transiently was delivered all the same (its echo came back). Raises
+        the SendError of a send that was not delivered."""
+        try:
             result = await self.evolution.send_text(
                 base_url=tenant.evolution_url, instance=tenant.instance, api_key=tenant.api_key or "",
                 number=job.chat_id, text=text, api_version=tenant.api_version)
         except SendError as exc:
             if exc.transient and await self._echo_seen(job):
-                return await self._mark_sent(job, text, None, bound)
-            return await self._failed_attempt(job, exc, bound, status_from=SENDING)
-        return await self._mark_sent(job, text, result.message_id, bound)
+                return None
+            raise
+        return result.message_id
 
     async def _echo_seen(self, job: Job) -> bool:
         async with self.store.read() as conn:
@@ -411,13 +412,17 @@ class Replies:
         await self.submit(functools.partial(notifications.queue_for_job, tenant=tenant, job=job, event=event, key=key,
                                             now=now, detail=error))
 
-    async def _presence(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
+    async def _presence(self, tenant: TenantConfig, job: Job, bound: Any, *, delay_ms: int | None = None) -> bool:
+        """Show "typing…" (for ``delay_ms``, else Evolution's client default); whether Evolution took it."""
         try:
             await self.evolution.send_presence(base_url=tenant.evolution_url, instance=tenant.instance,
                                                api_key=tenant.api_key or "", number=job.chat_id,
-                                               api_version=tenant.api_version)
+                                               api_version=tenant.api_version,
+                                               **({"delay_ms": delay_ms} if delay_ms is not None else {}))
         except SendError as exc:
             bound.info("reply.presence_failed", error=exc.message)
+            return False
+        return True
 
     async def _mark_read(self, tenant: TenantConfig, job: Job, bound: Any) -> None:
         try:
