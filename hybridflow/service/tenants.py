@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import difflib
 import json
@@ -31,6 +32,7 @@ HISTORY = (JOBS, EVENTS, MESSAGES, SESSIONS)  # a tenant's rows, in an order tha
 # its deleted messages would otherwise be inherited by a new tenant that gets the same id).
 BESIDE_HISTORY = (CHAT_LABELS, LABELS, ALIASES, TOMBSTONES)
 CACHE_SECONDS = 5.0
+REFRESH_AHEAD = 1.0  # in the last second of a cached tenant, one request starts reading it again in the background
 API_VERSIONS = ("v1", "v2")
 MIN_JWT_KEY_BYTES = 32
 IGNORE, ALLOW = "ignore", "allow"  # the audience lists
@@ -421,6 +423,10 @@ class Tenants:
         self._cache: dict[str, tuple[float, TenantConfig]] = {}
         self._by_id: dict[int, tuple[float, TenantConfig]] = {}
         self._names: tuple[float, list[str]] | None = None
+        # One read per instance at a time (under load, every webhook of an expired tenant would read it at once),
+        # and the refresh-ahead reads in flight; a change made here makes the reads started before it stale.
+        self._loading: dict[str, asyncio.Future[TenantConfig]] = {}
+        self._generation = 0
 
     def _decrypt(self, token: str | None) -> tuple[str | None, str | None]:
         if not token:
@@ -511,25 +517,63 @@ class Tenants:
 
     async def get(self, instance: str, *, cached: bool = True, removed_too: bool = False) -> TenantConfig:
         """The tenant of an Evolution instance; ``UnknownInstance`` when there is none. ``removed_too`` also finds
-        a tenant removed with its history kept (to read that history)."""
+        a tenant removed with its history kept (to read that history).
+
+        Cached for ``CACHE_SECONDS`` (a change made by another process is seen within that time); a busy tenant is
+        read again shortly before it expires, in the background, so no webhook waits for it."""
+        if removed_too:  # never cached: webhooks of a removed tenant must keep answering 404
+            return await self._read(instance, removed_too=True)
+        if not cached:
+            try:
+                config = await self._read(instance)
+            except UnknownInstance:
+                self._cache.pop(instance, None)
+                raise
+            self._cache[instance] = (time.monotonic() + CACHE_SECONDS, config)
+            return config
         now = time.monotonic()
         hit = self._cache.get(instance)
-        if cached and hit and hit[0] > now:
+        if hit and hit[0] > now:
+            if hit[0] - now < REFRESH_AHEAD and instance not in self._loading:
+                self._start_load(instance)
             return hit[1]
+        return await asyncio.shield(self._loading.get(instance) or self._start_load(instance))
+
+    def _start_load(self, instance: str) -> asyncio.Future[TenantConfig]:
+        """Read the tenant once for everybody who asks meanwhile, and cache it (unless a change made here since
+        the read began makes it stale)."""
+        generation = self._generation
+
+        async def load() -> TenantConfig:
+            try:
+                config = await self._read(instance)
+            except UnknownInstance:
+                if generation == self._generation:
+                    self._cache.pop(instance, None)
+                raise
+            finally:
+                if self._loading.get(instance) is future:
+                    del self._loading[instance]
+            if generation == self._generation:
+                self._cache[instance] = (time.monotonic() + CACHE_SECONDS, config)
+            return config
+
+        future = self._loading[instance] = asyncio.ensure_future(load())
+        future.add_done_callback(_consume)
+        return future
+
+    async def _read(self, instance: str, *, removed_too: bool = False) -> TenantConfig:
         query = sa.select(TENANTS).where(TENANTS.c.instance == instance)
         found = await self._load(query if removed_too else query.where(TENANTS.c.removed_at.is_(None)))
         if not found:
-            self._cache.pop(instance, None)
             raise UnknownInstance(
                 f"unknown instance {instance!r}: add it with `hybridflow tenants add {shlex.quote(instance)}`")
-        config = found[0]
-        if removed_too:
-            return config  # never cached: webhooks of a removed tenant must keep answering 404
-        self._cache[instance] = (now + CACHE_SECONDS, config)
-        return config
+        return found[0]
 
     def _forget(self, instance: str) -> None:
+        self._generation += 1
         self._cache.pop(instance, None)
+        self._loading.pop(instance, None)  # a read begun before the change must not answer after it
         self._by_id.clear()
         self._names = None
 
@@ -828,3 +872,10 @@ class Tenants:
             await conn.execute(sa.delete(TENANTS).where(TENANTS.c.id == tenant.id))
         self._forget(instance)
         return counts
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """A read nobody waits for any more (a refresh-ahead, say) that failed leaves the cached tenant to expire: the
+    next webhook reads it again and is answered why."""
+    if not future.cancelled():
+        future.exception()
