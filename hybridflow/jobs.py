@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, TENANTS, JobKind, JobStatus
+from hybridflow.sql import sqlite as sqlite_sql
 from hybridflow.statements import add_tombstones, dialect_insert, insert_for, pairs_in, recent_texts
 
 T = TypeVar("T")
@@ -146,7 +147,13 @@ def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -
             "chat_id": reply.chat_id, "trigger_message_id": reply.message_id, "status": QUEUED, "attempts": 0,
             "received_at": now, "created_at": now})
         row.update(last_message_id=reply.message_id, due_at=reply.due_at, updated_at=now)
-    if merged:
+    raw = sqlite_sql.driver(conn) if merged else None
+    if raw is not None:
+        ts = sqlite_sql.ts
+        sqlite_sql.enqueue_replies(raw, [(
+            JobKind.REPLY.value, r["tenant_id"], r["session_id"], r["chat_id"], r["trigger_message_id"], QUEUED.value,
+            0, ts(now), ts(now), r["last_message_id"], ts(r["due_at"]), ts(now)) for r in merged.values()])
+    elif merged:
         conn.execute(_enqueue_reply(conn.dialect.name), list(merged.values()))
 
 
@@ -188,7 +195,10 @@ def enqueue_notification(conn: Connection, *, tenant_id: int, chat_id: str, key:
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
     """Drop the waiting jobs of chats that were just paused (the kinds a pause skips)."""
     ids = list(session_ids)
-    if ids:
+    raw = sqlite_sql.driver(conn) if ids else None
+    if raw is not None:
+        sqlite_sql.skip_queued(raw, ids, now, reason, SKIPPED_PAUSED.value, [str(k) for k in _OTHER_PAUSABLE])
+    elif ids:
         # The literal predicate lets both databases use the partial index of waiting replies per chat.
         conn.execute(sa.update(JOBS).where(JOBS.c.session_id.in_(ids), sa.text(QUEUED_REPLY))
                      .values(status=SKIPPED_PAUSED, updated_at=now, last_error=reason))
@@ -212,9 +222,13 @@ def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime
     found: dict[int, tuple[list[datetime], bool]] = {}
     if not ids:
         return found
-    rows = conn.execute(sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
-        JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
-        JOBS.c.status.not_in([SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET, EXPIRED, HANDED_OFF])))
+    dropped = [SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET, EXPIRED, HANDED_OFF]
+    raw = sqlite_sql.driver(conn)
+    rows: Iterable[Any] = sqlite_sql.recent_replies(
+        raw, ids, since, JobKind.REPLY.value, [s.value for s in dropped]) if raw is not None else conn.execute(
+        sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
+            JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
+            JOBS.c.status.not_in(dropped)))
     for session_id, created_at, status in rows:
         started, waiting = found.get(session_id, ([], False))
         started.append(created_at)
@@ -507,6 +521,9 @@ def sending_for_session(conn: Connection, session_id: int) -> int:
 def recent_sends(conn: Connection, session_ids: Iterable[int], since: datetime) -> list[Row[Any]]:
     """Jobs of these chats that sent (or are sending) a text since ``since``, oldest first: what an echo of ours
     is matched against, by its id when Evolution returned it, else by chat and text."""
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:
+        return sqlite_sql.recent_sends(raw, session_ids, since)  # type: ignore[return-value]
     return conn.execute(
         sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id,
                   JOBS.c.parts, JOBS.c.parts_sent).where(
@@ -518,6 +535,10 @@ def settle_echoes(conn: Connection, echoes: dict[int, str], now: datetime) -> No
     """The echoes of these jobs' texts arrived (job id -> the echo's message id): the send reached WhatsApp.
     The id is kept for a retry to see; a job reported ``unknown`` after a crash becomes ``sent``."""
     if not echoes:
+        return
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:
+        sqlite_sql.settle_echoes(raw, echoes, now, SENT.value, UNKNOWN.value)
         return
     params = [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()]
     conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.sent_message_id.is_(None))

@@ -28,6 +28,7 @@ from hybridflow.models import ALIASES, EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
 from hybridflow.service import notifications
 from hybridflow.service.tenants import TenantConfig
+from hybridflow.sql import sqlite as sqlite_sql
 from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
@@ -394,8 +395,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                 session.resumes_at)))
         results.append(IngestResult(action, item.tenant.instance, event.chat_jid, event.message_id, reason,
                                     session.is_paused, session.resumes_at))
-    if messages:
-        conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
+    _insert_messages(conn, messages)
     new_ids = {(m["tenant_id"], m["message_id"]) for m in messages if m["direction"] != BOT}
     _remember_aliases(conn, [i for i in items if (i.tenant.id, i.event.message_id) in new_ids])
     # A chat created by this batch that kept nothing (only ids of a forgotten chat, answered duplicate) is not kept.
@@ -409,6 +409,20 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         notifications.queue(conn, tenant, alert, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
+
+
+def _insert_messages(conn: Connection, messages: list[dict[str, Any]]) -> None:
+    if not messages:
+        return
+    raw = sqlite_sql.driver(conn)
+    if raw is None:
+        conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
+        return
+    ts = sqlite_sql.ts
+    sqlite_sql.insert_messages(raw, [(
+        m["tenant_id"], m["session_id"], m["message_id"], m["chat_id"], m["event"], str(m["direction"]), m["from_me"],
+        m["kind"], m["message_type"], m["text"], m["push_name"], ts(m["wa_timestamp"]), ts(m["received_at"]),
+        str(m["action"]), m["raw"]) for m in messages])
 
 
 def _owner_lids(conn: Connection, items: list[Inbound]) -> set[tuple[int, str]]:
@@ -428,7 +442,10 @@ def _remember_aliases(conn: Connection, items: list[Inbound]) -> None:
     commands that give only the LID find the chat by it."""
     pairs = {(i.tenant.id, i.event.lid_jid): i.event.chat_jid for i in items
              if i.event.lid_jid and i.event.chat_jid and i.event.chat_jid != i.event.lid_jid}
-    if pairs:
+    raw = sqlite_sql.driver(conn) if pairs else None
+    if raw is not None:
+        sqlite_sql.insert_aliases(raw, [(t, lid, chat) for (t, lid), chat in sorted(pairs.items())])
+    elif pairs:
         conn.execute(_statements(conn.dialect.name)["new_aliases"],
                      [{"tenant_id": t, "lid": lid, "chat_id": chat} for (t, lid), chat in sorted(pairs.items())])
 
@@ -458,12 +475,24 @@ def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -
     """Write back changed sessions with their pause events; a chat just paused loses its waiting jobs."""
     if not dirty:
         return
-    conn.execute(_statements(conn.dialect.name)["update_sessions"],
-                 [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),
-                   **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}} for s in dirty])
-    changes = [{"tenant_id": s.tenant_id, "session_id": s.id, **c} for s in dirty for c in s.changes]
-    if changes:
-        conn.execute(sa.insert(EVENTS), changes)
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:
+        ts = sqlite_sql.ts
+        sqlite_sql.update_sessions(raw, [(
+            ts(now), pauses.dump(s.held), s.is_paused, s.pause_reason, s.paused_by, ts(s.paused_at), ts(s.resumes_at),
+            ts(s.last_human_at), ts(s.last_message_at), s.push_name, s.id) for s in dirty])
+        events = [(
+            s.tenant_id, s.id, ts(c["at"]), c["change"], str(c["reason"]), str(c["actor"]), c["message_id"],
+            ts(c["resumes_at"])) for s in dirty for c in s.changes]
+        if events:
+            sqlite_sql.insert_events(raw, events)
+    else:
+        conn.execute(_statements(conn.dialect.name)["update_sessions"],
+                     [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),
+                       **{f"b_{c}": getattr(s, c) for c in SESSION_COLUMNS}} for s in dirty])
+        changes = [{"tenant_id": s.tenant_id, "session_id": s.id, **c} for s in dirty for c in s.changes]
+        if changes:
+            conn.execute(sa.insert(EVENTS), changes)
     # Replies still waiting for a chat that a human just took over are dropped at once.
     jobs.skip_queued(conn, [s.id for s in dirty if any(c["change"] == "paused" for c in s.changes)], now,
                      "paused before the reply was generated")

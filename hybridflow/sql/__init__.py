@@ -1,0 +1,1 @@
+"""The hot statements of one dialect as fixed SQL through its driver (``sqlite``); everything else is Core."""

@@ -1,0 +1,239 @@
+"""The hot statements on SQLite, as fixed SQL run through the ``sqlite3`` driver's own ``execute``/``executemany``.
+
+The webhook batch and the reply worker's transitions run here many times a second; SQLAlchemy Core's machinery
+around each statement (execution context, parameter processing, type processors both ways) cost more than
+SQLite's own work. The schema, its migrations and every cold path stay with SQLModel and SQLAlchemy; these
+statements run on the connection SQLAlchemy gives the batch, inside its transaction.
+
+Timestamps are bound as exactly the text SQLAlchemy's ``DATETIME`` stores on SQLite (``2026-12-01 17:13:31.000123``,
+UTC, always with microseconds), so comparisons with rows written either way keep working.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy.engine import Connection
+
+# SQLite's default limit of bound variables per statement on older builds; multi-row statements stay under it
+# (with room for the few other values a statement binds).
+MAX_VARIABLES = 999 - 16
+
+
+def driver(conn: Connection) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under a SQLAlchemy one (the batching writer's), else None (aiosqlite, PostgreSQL:
+    those run the SQLAlchemy statements)."""
+    if conn.dialect.name != "sqlite":
+        return None
+    raw = conn.connection.driver_connection
+    return raw if isinstance(raw, sqlite3.Connection) else None
+
+
+def ts(value: datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy stores it on SQLite: naive UTC text with microseconds."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}.{value.microsecond:06d}")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    """A stored timestamp, timezone-aware in UTC."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def marks(count: int) -> str:
+    """``?,?,?`` for an IN list of ``count`` values."""
+    return ",".join("?" * count)
+
+
+def chunks(items: Sequence[Any], per_item: int) -> Iterable[Sequence[Any]]:
+    """``items`` in slices whose bound variables stay under ``MAX_VARIABLES``."""
+    size = max(MAX_VARIABLES // per_item, 1)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# -- sessions -------------------------------------------------------------------------------------------------
+
+
+class SessionRow(NamedTuple):
+    id: int
+    tenant_id: int
+    chat_id: str
+    is_paused: bool
+    pause_reason: str | None
+    paused_by: str | None
+    paused_at: datetime | None
+    resumes_at: datetime | None
+    last_human_at: datetime | None
+    last_message_at: datetime | None
+    push_name: str | None
+    pauses: str | None
+    created_at: datetime | None
+
+
+_SESSION_COLUMNS = ("id, tenant_id, chat_id, is_paused, pause_reason, paused_by, paused_at, resumes_at, "
+                    "last_human_at, last_message_at, push_name, pauses, created_at")
+
+
+def lock_sessions(raw: sqlite3.Connection, keys: dict[tuple[int, str], str],
+                  now: datetime) -> dict[tuple[int, str], SessionRow]:
+    """Create the sessions of ``keys`` (each with its chat kind) that do not exist yet and return all of them
+    (the transaction is SQLite's one writer: nothing else changes them until it commits)."""
+    stamp = ts(now)
+    found: dict[tuple[int, str], SessionRow] = {}
+    for part in chunks(sorted(keys), 6):
+        params: list[Any] = []
+        for tenant_id, chat_id in part:
+            params += (tenant_id, chat_id, keys[(tenant_id, chat_id)], 0, stamp, stamp)
+        rows = raw.execute(
+            "INSERT INTO sessions (tenant_id, chat_id, chat_kind, is_paused, created_at, updated_at) VALUES "
+            + ",".join(["(?,?,?,?,?,?)"] * len(part))
+            + " ON CONFLICT (tenant_id, chat_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING "
+            + _SESSION_COLUMNS, params).fetchall()
+        for r in rows:
+            found[(r[1], r[2])] = SessionRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5], parse_ts(r[6]),
+                                             parse_ts(r[7]), parse_ts(r[8]), parse_ts(r[9]), r[10], r[11],
+                                             parse_ts(r[12]))
+    return found
+
+
+_UPDATE_SESSION = ("UPDATE sessions SET updated_at = ?, pauses = ?, is_paused = ?, pause_reason = ?, paused_by = ?, "
+                   "paused_at = ?, resumes_at = ?, last_human_at = ?, last_message_at = ?, push_name = ? WHERE id = ?")
+
+
+def update_sessions(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Write back sessions: each row is (updated_at, pauses, is_paused, pause_reason, paused_by, paused_at,
+    resumes_at, last_human_at, last_message_at, push_name, id), timestamps as ``ts`` gives them."""
+    raw.executemany(_UPDATE_SESSION, rows)
+
+
+_INSERT_EVENT = ("INSERT INTO session_events (tenant_id, session_id, at, change, reason, actor, message_id, resumes_at) "
+                 "VALUES (?,?,?,?,?,?,?,?)")
+
+
+def insert_events(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    raw.executemany(_INSERT_EVENT, rows)
+
+
+# -- messages -------------------------------------------------------------------------------------------------
+
+
+def stored_directions(raw: sqlite3.Connection, ids: set[tuple[int, str]], deleted: str) -> dict[tuple[int, str], str]:
+    """Which (tenant, message id) pairs are stored, with who wrote them; tombstones count as ``deleted`` (a stored
+    row wins over a tombstone)."""
+    by_tenant: dict[int, list[str]] = {}
+    for tenant_id, message_id in ids:
+        by_tenant.setdefault(tenant_id, []).append(message_id)
+    found: dict[tuple[int, str], str] = {}
+    for tenant_id, message_ids in by_tenant.items():
+        for part in chunks(message_ids, 2):
+            holes = marks(len(part))
+            for t, m, direction in raw.execute(
+                    f"SELECT tenant_id, message_id, direction FROM messages WHERE tenant_id = ? AND message_id IN "
+                    f"({holes}) UNION ALL SELECT tenant_id, message_id, NULL FROM message_tombstones "
+                    f"WHERE tenant_id = ? AND message_id IN ({holes})", (tenant_id, *part, tenant_id, *part)):
+                if direction is not None:
+                    found[(t, m)] = direction
+                elif (t, m) not in found:
+                    found[(t, m)] = deleted
+    return found
+
+
+_INSERT_MESSAGE = ("INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, kind, "
+                   "message_type, text, push_name, wa_timestamp, received_at, action, raw) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant_id, message_id) DO NOTHING")
+
+
+def insert_messages(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Store messages (rows in ``_INSERT_MESSAGE``'s column order); an id stored meanwhile is left as it is."""
+    raw.executemany(_INSERT_MESSAGE, rows)
+
+
+def insert_aliases(raw: sqlite3.Connection, rows: list[tuple[int, str, str]]) -> None:
+    """Remember (tenant, lid, chat) aliases, the first one of a LID kept."""
+    raw.executemany("INSERT INTO chat_aliases (tenant_id, lid, chat_id) VALUES (?,?,?) "
+                    "ON CONFLICT (tenant_id, lid) DO NOTHING", rows)
+
+
+# -- the reply queue ------------------------------------------------------------------------------------------
+
+
+class SendRow(NamedTuple):
+    id: int
+    tenant_id: int
+    chat_id: str
+    reply_text: str | None
+    sent_message_id: str | None
+    parts: str | None
+    parts_sent: int | None
+
+
+def recent_sends(raw: sqlite3.Connection, session_ids: Iterable[int], since: datetime) -> list[SendRow]:
+    """The jobs of these chats that sent or are sending a text since ``since``, oldest first."""
+    out: list[SendRow] = []
+    for part in chunks(list(session_ids), 1):
+        out += map(SendRow._make, raw.execute(
+            "SELECT id, tenant_id, chat_id, reply_text, sent_message_id, parts, parts_sent FROM reply_jobs "
+            f"WHERE session_id IN ({marks(len(part))}) AND attempted_at >= ? AND reply_text IS NOT NULL",
+            (*part, ts(since))))
+    out.sort(key=lambda row: row.id)
+    return out
+
+
+def recent_replies(raw: sqlite3.Connection, session_ids: Iterable[int], since: datetime, reply: str,
+                   dropped: Sequence[str]) -> list[tuple[int, datetime, str]]:
+    """(session_id, created_at, status) of the model replies of these chats started since ``since`` and not
+    ``dropped``."""
+    ids = list(session_ids)
+    out: list[tuple[int, datetime, str]] = []
+    for part in chunks(ids, 1):
+        out += [(session_id, parse_ts(created_at), status) for session_id, created_at, status in raw.execute(
+            f"SELECT session_id, created_at, status FROM reply_jobs WHERE session_id IN ({marks(len(part))}) "
+            f"AND kind = ? AND created_at >= ? AND status NOT IN ({marks(len(dropped))})",
+            (*part, reply, ts(since), *dropped))]
+    return out
+
+
+_ENQUEUE_REPLY = ("INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id, trigger_message_id, status, attempts, "
+                  "received_at, created_at, last_message_id, due_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                  "ON CONFLICT (session_id) WHERE status = 'queued' AND kind = 'reply' DO UPDATE SET "
+                  "due_at = excluded.due_at, last_message_id = excluded.last_message_id, "
+                  "updated_at = excluded.updated_at")
+
+
+def enqueue_replies(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """The debounced upsert of replies (rows in ``_ENQUEUE_REPLY``'s column order)."""
+    raw.executemany(_ENQUEUE_REPLY, rows)
+
+
+def skip_queued(raw: sqlite3.Connection, session_ids: list[int], now: datetime, reason: str, skipped: str,
+                other_kinds: Sequence[str]) -> None:
+    """Drop the waiting jobs of these chats: their queued reply (through the partial index) and their other
+    queued jobs of the kinds a pause skips."""
+    stamp = ts(now)
+    for part in chunks(session_ids, 1):
+        holes = marks(len(part))
+        raw.execute(f"UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN ({holes}) "
+                    "AND status = 'queued' AND kind = 'reply'", (skipped, stamp, reason, *part))
+        raw.execute(f"UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN ({holes}) "
+                    f"AND status = 'queued' AND kind IN ({marks(len(other_kinds))})",
+                    (skipped, stamp, reason, *part, *other_kinds))
+
+
+def settle_echoes(raw: sqlite3.Connection, echoes: dict[int, str], now: datetime, sent: str, unknown: str) -> None:
+    """The echoes of these jobs' texts arrived (job id -> the echo's id): keep the id; an ``unknown`` job that is
+    not a paced reply becomes ``sent``."""
+    raw.executemany("UPDATE reply_jobs SET sent_message_id = ? WHERE id = ? AND sent_message_id IS NULL",
+                    [(mid, job_id) for job_id, mid in echoes.items()])
+    stamp = ts(now)
+    raw.executemany("UPDATE reply_jobs SET status = ?, sent_at = ?, last_error = NULL WHERE id = ? AND status = ? "
+                    "AND parts IS NULL", [(sent, stamp, job_id, unknown) for job_id in echoes])
