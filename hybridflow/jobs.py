@@ -243,6 +243,36 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
           history_limit: int, model_up: bool = True) -> list[Job]:
     """Atomically take up to ``limit`` due jobs, with their chat's pause state and recent history. While the model
     server is down (``model_up`` False) only jobs whose text is written already are taken."""
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:
+        rows: Sequence[Any] = sqlite_sql.claim(raw, now=now, worker_id=worker_id, limit=limit,
+                                               lease_until=now + timedelta(seconds=lease), written_only=not model_up)
+    else:
+        rows = _claim_rows(conn, now=now, worker_id=worker_id, lease=lease, limit=limit, model_up=model_up)
+    if not rows:
+        return []
+    paused = sqlite_sql.sessions_paused(raw, {row.session_id for row in rows}) if raw is not None else {
+        r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
+            SESSIONS.c.id.in_({row.session_id for row in rows})))}
+    held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
+    paused |= {row.session_id: True for row in rows if row.tenant_id in held}
+    held_up = {row.id for row in rows if row.attempts > 1 or (row.last_error or "").startswith(MODEL_WAIT)}
+    asked_of = {row.id: (row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows
+                if row.id in held_up and row.kind == JobKind.REPLY}
+    # When the customer wrote: only a reply held up by failures needs it (--max-reply-delay), not the common case.
+    asked = {(r.tenant_id, r.message_id): r.received_at for r in conn.execute(
+        sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.received_at).where(pairs_in(
+            MESSAGES.c.tenant_id, MESSAGES.c.message_id, set(asked_of.values()))))} if asked_of else {}
+    return [Job(row.id, JobKind(row.kind), row.tenant_id, row.session_id, row.chat_id, row.trigger_message_id,
+                row.last_message_id, row.attempts, row.reply_text, row.received_at,
+                paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
+                parts=load_parts(row.parts), parts_sent=row.parts_sent or 0,
+                asked_at=asked.get(asked_of.get(row.id)), held_up=row.id in held_up,
+                history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
+
+
+def _claim_rows(conn: Connection, *, now: datetime, worker_id: str, lease: float, limit: int,
+                model_up: bool) -> Sequence[Any]:
     pick = (sa.select(JOBS.c.id).where(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now)
             .order_by(JOBS.c.due_at).limit(limit))
     if not model_up:
@@ -255,31 +285,13 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
         busy.c.status.in_([RUNNING, SENDING]))))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
-    rows = conn.execute(
+    return conn.execute(
         sa.update(JOBS).where(JOBS.c.id.in_(pick.scalar_subquery()))
         .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=worker_id,
                 lease_until=now + timedelta(seconds=lease), updated_at=now)
         .returning(JOBS.c.id, JOBS.c.kind, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id,
                    JOBS.c.trigger_message_id, JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text,
                    JOBS.c.received_at, JOBS.c.parts, JOBS.c.parts_sent, JOBS.c.last_error)).all()
-    if not rows:
-        return []
-    paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
-        SESSIONS.c.id.in_({row.session_id for row in rows})))}
-    held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
-    paused |= {row.session_id: True for row in rows if row.tenant_id in held}
-    held_up = {row.id for row in rows if row.attempts > 1 or (row.last_error or "").startswith(MODEL_WAIT)}
-    asked_of = {row.id: (row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows
-                if row.id in held_up and row.kind == JobKind.REPLY}
-    # When the customer wrote: only a reply held up by failures needs it (--max-reply-delay), not the common case.
-    asked = {(r.tenant_id, r.message_id): r.received_at for r in conn.execute(
-        sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.received_at).where(pairs_in(
-            MESSAGES.c.tenant_id, MESSAGES.c.message_id, set(asked_of.values()))))} if asked_of else {}
-    return [Job(**{**{k: v for k, v in row._mapping.items() if k != "last_error"}, "kind": JobKind(row.kind),
-                   "parts": load_parts(row.parts), "parts_sent": row.parts_sent or 0,
-                   "held_up": row.id in held_up, "asked_at": asked.get(asked_of.get(row.id))},
-                paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
-                history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
 
 def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now: datetime,
@@ -293,32 +305,43 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     ``cancelled`` (the chat was forgotten meanwhile: its session and jobs are gone, nothing is sent), or
     ``running`` when this worker no longer holds the job (its lease ran out and another worker took it).
     """
-    query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
-    mine = sa.and_(JOBS.c.id == job.id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
-    spent = {"tokens": tokens, "generated_at": now} if generated else {}
+    raw = sqlite_sql.driver(conn)
+    spent: dict[str, Any] = {"tokens": tokens, "generated_at": now} if generated else {}
     if parts is not None:
         spent["parts"] = json.dumps(list(parts), ensure_ascii=False)
-    session = conn.execute(query).first()
-    if session is None:  # the chat was forgotten while the text was written (its jobs went with it)
-        conn.execute(sa.update(JOBS).where(mine).values(status=CANCELLED, updated_at=now,
-                                                        last_error="the chat was forgotten"))
+    if raw is not None:
+        is_paused = sqlite_sql.session_paused(raw, job.session_id)
+    else:
+        query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()  # a pause committed by another process waits for us, or we see it
+        session = conn.execute(query).first()
+        is_paused = None if session is None else session.is_paused
+    if is_paused is None:  # the chat was forgotten while the text was written (its jobs went with it)
+        _move_mine(conn, raw, job.id, worker_id, status=CANCELLED, updated_at=now, last_error="the chat was forgotten")
         return CANCELLED
     # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
     pausable = RULES[job.kind].skipped_when_paused  # an answer to the owner goes out whatever is paused
-    chat_paused = pausable and session.is_paused
+    chat_paused = pausable and is_paused
     if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now, lock=True)):
         what = "the chat" if chat_paused else "the whole tenant (bot off all)"
         when = (f"before part {job.parts_sent + 1} of {len(parts)} (the parts before it were sent)"
                 if parts is not None and job.parts_sent else "while the reply was being generated")
-        conn.execute(sa.update(JOBS).where(mine).values(
-            status=SKIPPED_PAUSED, reply_text=text, updated_at=now, last_error=f"{what} was paused {when}", **spent))
+        _move_mine(conn, raw, job.id, worker_id, status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
+                   last_error=f"{what} was paused {when}", **spent)
         return SKIPPED_PAUSED
-    claimed = conn.execute(sa.update(JOBS).where(mine).values(
-        status=SENDING, reply_text=text, attempted_at=now, updated_at=now,
-        lease_until=now + timedelta(seconds=send_lease), **spent))
-    return SENDING if claimed.rowcount == 1 else RUNNING
+    claimed = _move_mine(conn, raw, job.id, worker_id, status=SENDING, reply_text=text, attempted_at=now,
+                         updated_at=now, lease_until=now + timedelta(seconds=send_lease), **spent)
+    return SENDING if claimed == 1 else RUNNING
+
+
+def _move_mine(conn: Connection, raw: Any, job_id: int, worker_id: str, **values: Any) -> int:
+    """Move a job this worker runs (``running``, claimed by it); how many rows moved."""
+    if raw is not None:
+        return sqlite_sql.move_job(raw, job_id, "status = ? AND claimed_by = ?", (RUNNING.value, worker_id),
+                                   {k: v.value if isinstance(v, JobStatus) else v for k, v in values.items()})
+    mine = sa.and_(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
+    return conn.execute(sa.update(JOBS).where(mine).values(**values)).rowcount
 
 
 def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now: datetime) -> str | None:
@@ -328,24 +351,29 @@ def mark_sent(conn: Connection, job: Job, text: str, message_id: str | None, now
     When the chat was forgotten during the send (its session and the job are gone), nothing is written but a
     tombstone of the sent id: its echo is then a duplicate and recreates no chat.
     """
-    session = sa.select(SESSIONS.c.id).where(SESSIONS.c.id == job.session_id)
-    if conn.dialect.name == "postgresql":
-        # Before the job's row, as a forget and the ingest take them (session, then jobs): an echo being stored
-        # waits for this (or is seen by it), and the two never wait for each other in the other order.
-        session = session.with_for_update()
+    raw = sqlite_sql.driver(conn)
     sent = None
-    if conn.execute(session).first() is not None:
-        sent = conn.execute(
-            sa.update(JOBS).where(JOBS.c.id == job.id).values(
-                status=SENT, sent_at=now, updated_at=now, last_error=None,
-                sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id),
-                **({"parts_sent": len(job.parts)} if job.parts else {}))
-            .returning(JOBS.c.sent_message_id)).first()
+    if raw is not None:
+        if sqlite_sql.session_exists(raw, job.session_id):
+            sent = sqlite_sql.mark_sent(raw, job.id, now, message_id, len(job.parts) if job.parts else None)
+    else:
+        session = sa.select(SESSIONS.c.id).where(SESSIONS.c.id == job.session_id)
+        if conn.dialect.name == "postgresql":
+            # Before the job's row, as a forget and the ingest take them (session, then jobs): an echo being stored
+            # waits for this (or is seen by it), and the two never wait for each other in the other order.
+            session = session.with_for_update()
+        if conn.execute(session).first() is not None:
+            sent = conn.execute(
+                sa.update(JOBS).where(JOBS.c.id == job.id).values(
+                    status=SENT, sent_at=now, updated_at=now, last_error=None,
+                    sent_message_id=sa.func.coalesce(JOBS.c.sent_message_id, message_id),
+                    **({"parts_sent": len(job.parts)} if job.parts else {}))
+                .returning(JOBS.c.sent_message_id)).first()
     if sent is None:
         if message_id:
             add_tombstones(conn, [(job.tenant_id, message_id)], now)
         return None
-    mid = sent.sent_message_id
+    mid = sent[0]
     if mid:
         _keep_sent(conn, job, mid, text, now)
     return mid
@@ -383,6 +411,10 @@ def mark_part_sent(conn: Connection, job: Job, text: str, message_id: str | None
 
 def _keep_sent(conn: Connection, job: Job, message_id: str, text: str, now: datetime) -> None:
     """A text we sent joins the chat's transcript, as the bot's (its echo is then a duplicate)."""
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:
+        sqlite_sql.keep_sent(raw, (job.tenant_id, job.session_id, message_id, job.chat_id, text, sqlite_sql.ts(now)))
+        return
     conn.execute(insert_for(conn, MESSAGES).on_conflict_do_nothing(
         index_elements=["tenant_id", "message_id"]).values(
         tenant_id=job.tenant_id, session_id=job.session_id, message_id=message_id, chat_id=job.chat_id,
@@ -563,6 +595,9 @@ def tenants_paused(conn: Connection, tenant_ids: Iterable[int], now: datetime, *
     ids = list(tenant_ids)
     if not ids:
         return set()
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:  # (SQLite's one writer: nothing to lock)
+        return sqlite_sql.tenants_paused(raw, ids, now)
     query = sa.select(TENANTS.c.id, TENANTS.c.paused_at, TENANTS.c.paused_until).where(TENANTS.c.id.in_(ids))
     if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update(read=True)

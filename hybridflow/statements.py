@@ -141,6 +141,9 @@ def _lid_of(raw: str) -> str | None:
 
 def recent_texts(conn: Connection, session_id: int, limit: int) -> list[tuple[str, str]]:
     """The last ``limit`` messages with text of a chat as (who wrote it, text), oldest first."""
+    raw = sqlite_sql.driver(conn)
+    if raw is not None:
+        return sqlite_sql.recent_texts(raw, session_id, limit)
     rows = conn.execute(
         sa.select(MESSAGES.c.direction, MESSAGES.c.text)
         .where(MESSAGES.c.session_id == session_id, MESSAGES.c.text.is_not(None))

@@ -28,12 +28,13 @@ class ReplyWorker:
         self.poll_interval = poll_interval
         self._running: dict[asyncio.Task[str], Job] = {}
         self._stopping = False
+        self._ride_next = False  # the last jobs came with a batch: the next claim rides too
 
     async def run(self) -> None:
         await _guarded(self.service.replies.recover_stale, "recover")
         while not self._stopping:
             free = self.concurrency - len(self._running)
-            jobs = await _guarded(lambda: self.service.replies.claim(free), "claim") if free > 0 else None
+            jobs = await _guarded(lambda: self._claim(free), "claim") if free > 0 else None
             if jobs and self._stopping:  # stop() came while claiming: hand these back, start nothing
                 await self._release(jobs)
                 break
@@ -41,8 +42,27 @@ class ReplyWorker:
                 task = asyncio.create_task(self.service.replies.run(job), name=f"reply-{job.id}")
                 self._running[task] = job
                 task.add_done_callback(self._done)
-            if not jobs:
+            if jobs is None:
                 await self._wait()
+
+    async def _claim(self, free: int) -> list[Job] | None:
+        """Due jobs, claimed now or with the next batches the writer commits within ``poll_interval`` (a webhook
+        that queues a reply then gets it claimed in its own transaction, with the chat's history). [] to claim
+        again at once; None to wait for a wake-up first."""
+        replies, wakeup = self.service.replies, self.service.reply_wakeup
+        if not self._ride_next:
+            jobs = await replies.claim(free)
+            if jobs:
+                return jobs
+        self._ride_next = False
+        wakeup.clear()  # what it announced is due now: the claim below (or the one just made) takes it
+        ridden = await replies.claim_with_next_batch(free, timeout=self.poll_interval, wakeup=wakeup)
+        if ridden is None:  # claims cannot ride (no writer, or the model server is down)
+            return None
+        if ridden or not wakeup.is_set():  # jobs, or a batch (or the poll interval) found nothing due
+            self._ride_next = bool(ridden)
+            return ridden
+        return []  # a wake-up before any batch took the claim (a slot freed, a job queued): claim again at once
 
     def _done(self, task: asyncio.Task[str]) -> None:
         self._running.pop(task, None)

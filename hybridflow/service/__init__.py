@@ -82,7 +82,7 @@ class Service:
             store, self.tenants, evolution, llm, clock=clock, worker_id=self.worker_id, metrics=self.metrics,
             history_limit=settings.history_limit, lease=settings.reply_lease,
             send_timeout=settings.evolution_timeout, max_attempts=settings.max_attempts,
-            submit=self.writer.submit)
+            submit=self.writer.submit, writer=self.writer)
         self.retention = Retention(store, settings, self.writer.submit, clock)
         self.reply_wakeup = asyncio.Event()
         self.log_throttle = Throttle(60.0)

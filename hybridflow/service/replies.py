@@ -32,6 +32,7 @@ from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sente
 from hybridflow.metrics import Metrics
 from hybridflow.service import handoffs, notifications
 from hybridflow.service.tenants import Tenants, TenantConfig
+from hybridflow.service.writer import BatchWriter
 from hybridflow.store import Store
 
 log = structlog.get_logger("hybridflow.replies")
@@ -97,8 +98,10 @@ class Replies:
     def __init__(self, store: Store, tenants: Tenants, evolution: EvolutionClient, llm: LLMClient, *,
                  clock: Callable[[], datetime], worker_id: str, history_limit: int, lease: float,
                  send_timeout: float, max_attempts: int, submit: Callable[[WriteOp[Any]], Awaitable[Any]],
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, writer: BatchWriter[Any, Any] | None = None) -> None:
+        """``submit``: the batching writer's; ``writer``: that writer, when claims may ride with its batches."""
         self.store, self.tenants, self.evolution, self.llm = store, tenants, evolution, llm
+        self.writer = writer
         self.metrics = metrics or Metrics()
         self.submit = submit
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -124,6 +127,26 @@ class Replies:
         return await self.submit(functools.partial(
             jobs.claim, now=self.clock(), worker_id=self.worker_id, lease=self.lease, limit=limit,
             history_limit=self.history_limit, model_up=await self._model_up()))
+
+    async def claim_with_next_batch(self, limit: int, *, timeout: float, wakeup: asyncio.Event) -> list[Job] | None:
+        """Claim up to ``limit`` due jobs in the next batch the writer commits, after its webhooks (a reply they
+        queue is claimed in their own transaction, with the chat's history). [] when that batch found nothing
+        due, or no batch took the claim within ``timeout`` or before ``wakeup`` was set; None when claims cannot
+        ride (no writer, or the model server is down: its probe comes with the caller's own claim)."""
+        writer = self.writer
+        if writer is None or self._model_down is not None:
+            return None
+        history_limit, lease, worker_id, clock = self.history_limit, self.lease, self.worker_id, self.clock
+        rider = writer.ride(lambda: functools.partial(
+            _claim_now, clock=clock, worker_id=worker_id, lease=lease, limit=limit, history_limit=history_limit))
+        waiter = asyncio.ensure_future(wakeup.wait())
+        try:
+            await asyncio.wait([rider.future, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not rider.future.done() and writer.withdraw(rider):
+            return []
+        return await rider.future  # a batch took it: its answer comes with that batch's commit
 
     @property
     def model_down(self) -> str | None:
@@ -432,6 +455,12 @@ class Replies:
                                            api_version=tenant.api_version)
         except SendError as exc:
             bound.info("reply.mark_read_failed", error=exc.message)
+
+
+def _claim_now(conn: Any, *, clock: Callable[[], datetime], worker_id: str, lease: float, limit: int,
+               history_limit: int) -> list[Job]:
+    """``jobs.claim`` at the moment the batch runs (after its webhooks: a reply they queued is due)."""
+    return jobs.claim(conn, now=clock(), worker_id=worker_id, lease=lease, limit=limit, history_limit=history_limit)
 
 
 class _LostLease(HybridFlowError):

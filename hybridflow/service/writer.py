@@ -2,6 +2,10 @@
 
 Each request awaits its batch's commit, so an answer of 200 means the message is durable. A batch that fails
 for a reason other than an outage is retried one item at a time, so one bad item never fails its neighbours.
+
+A *rider* is an item that waits for the next batch instead of starting one: the idle reply worker's claim rides
+with the next webhooks, so a reply they queue is claimed in the transaction that stored them (no second
+transaction, no wake-up hop before the model is asked).
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ class StoreFailed(HybridFlowError):
     code = "store_failed"
 
 
+class Rider(Generic[T, R]):
+    """An item made when the next batch forms (``make``), answered like any other through ``future``."""
+
+    __slots__ = ("make", "future")
+
+    def __init__(self, make: Callable[[], T], future: asyncio.Future[R]) -> None:
+        self.make = make
+        self.future = future
+
+
 class BatchWriter(Generic[T, R]):
     """Queue items, process them in batches of up to ``max_batch`` in one transaction each."""
 
@@ -41,6 +55,7 @@ class BatchWriter(Generic[T, R]):
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._riders: list[Rider[T, R]] = []
 
     async def start(self) -> None:
         if self._task is None:
@@ -55,6 +70,9 @@ class BatchWriter(Generic[T, R]):
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        for rider in self._riders:  # no batch will form any more
+            rider.future.cancel()
+        self._riders = []
 
     async def submit(self, item: T) -> R:
         """Queue one item and wait until its batch is committed."""
@@ -64,15 +82,38 @@ class BatchWriter(Generic[T, R]):
         await self._queue.put((item, future))
         return await future
 
+    def ride(self, make: Callable[[], T]) -> Rider[T, R]:
+        """Add ``make()`` to the next batch that forms (none is started for it); its result comes in
+        ``rider.future``. ``withdraw`` takes it back until a batch has taken it."""
+        if self._task is None:
+            raise RuntimeError("the writer is not started")
+        rider: Rider[T, R] = Rider(make, asyncio.get_running_loop().create_future())
+        self._riders.append(rider)
+        return rider
+
+    def withdraw(self, rider: Rider[T, R]) -> bool:
+        """Take back a rider no batch has taken yet (True); False once one has (its result will come)."""
+        if rider in self._riders:
+            self._riders.remove(rider)
+            return True
+        return False
+
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            queued = len(batch)
+            riders, self._riders = self._riders, []
+            for rider in riders:  # after the batch's own items: they see what those wrote
+                try:
+                    batch.append((rider.make(), rider.future))
+                except Exception as exc:  # noqa: BLE001 - answered to its waiter, never the writer's end
+                    _fail(rider.future, exc)
             try:
                 await self._commit(batch)
             finally:
-                for _ in batch:
+                for _ in range(queued):
                     self._queue.task_done()
 
     async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:

@@ -237,3 +237,105 @@ def settle_echoes(raw: sqlite3.Connection, echoes: dict[int, str], now: datetime
     stamp = ts(now)
     raw.executemany("UPDATE reply_jobs SET status = ?, sent_at = ?, last_error = NULL WHERE id = ? AND status = ? "
                     "AND parts IS NULL", [(sent, stamp, job_id, unknown) for job_id in echoes])
+
+
+# -- the reply worker's transitions ---------------------------------------------------------------------------
+
+
+class ClaimRow(NamedTuple):
+    id: int
+    kind: str
+    tenant_id: int
+    session_id: int
+    chat_id: str
+    trigger_message_id: str
+    last_message_id: str | None
+    attempts: int
+    reply_text: str | None
+    received_at: datetime
+    parts: str | None
+    parts_sent: int | None
+    last_error: str | None
+
+
+def claim(raw: sqlite3.Connection, *, now: datetime, worker_id: str, lease_until: datetime, limit: int,
+          written_only: bool) -> list[ClaimRow]:
+    """Take up to ``limit`` due jobs (the oldest due first), one reply of a chat at a time; ``written_only``: only
+    jobs whose text is written already."""
+    rows = raw.execute(
+        "UPDATE reply_jobs SET status = 'running', attempts = attempts + 1, claimed_by = ?, lease_until = ?, "
+        "updated_at = ? WHERE id IN (SELECT id FROM reply_jobs WHERE status IN ('queued', 'retry') AND due_at <= ?"
+        + (" AND reply_text IS NOT NULL" if written_only else "")
+        + " AND (kind != 'reply' OR NOT EXISTS (SELECT 1 FROM reply_jobs AS busy WHERE busy.session_id = "
+          "reply_jobs.session_id AND busy.kind = 'reply' AND busy.status IN ('running', 'sending'))) "
+          "ORDER BY due_at LIMIT ?) RETURNING id, kind, tenant_id, session_id, chat_id, trigger_message_id, "
+          "last_message_id, attempts, reply_text, received_at, parts, parts_sent, last_error",
+        (worker_id, ts(lease_until), ts(now), ts(now), limit)).fetchall()
+    out = [ClaimRow(*r[:9], parse_ts(r[9]), *r[10:]) for r in rows]
+    out.sort(key=lambda row: row.id)
+    return out
+
+
+def sessions_paused(raw: sqlite3.Connection, session_ids: Iterable[int]) -> dict[int, bool]:
+    """Whether each of these sessions is paused (the ones that exist)."""
+    ids = list(session_ids)
+    found: dict[int, bool] = {}
+    for part in chunks(ids, 1):
+        found.update((sid, bool(paused)) for sid, paused in raw.execute(
+            f"SELECT id, is_paused FROM sessions WHERE id IN ({marks(len(part))})", part))
+    return found
+
+
+def tenants_paused(raw: sqlite3.Connection, tenant_ids: list[int], now: datetime) -> set[int]:
+    """Which of these tenants are paused as a whole at ``now``."""
+    stamp = ts(now)
+    return {tenant_id for tenant_id, paused_at, until in raw.execute(
+        f"SELECT id, paused_at, paused_until FROM tenants WHERE id IN ({marks(len(tenant_ids))})", tenant_ids)
+        if paused_at is not None and (until is None or until > stamp)}
+
+
+def recent_texts(raw: sqlite3.Connection, session_id: int, limit: int) -> list[tuple[str, str]]:
+    """The last ``limit`` messages with text of a chat as (who wrote it, text), oldest first."""
+    rows = raw.execute("SELECT direction, text FROM messages WHERE session_id = ? AND text IS NOT NULL "
+                       "ORDER BY received_at DESC, id DESC LIMIT ?", (session_id, limit)).fetchall()
+    rows.reverse()
+    return rows
+
+
+def move_job(raw: sqlite3.Connection, job_id: int, guard: str, guard_params: Sequence[Any],
+             values: dict[str, Any]) -> int:
+    """``UPDATE reply_jobs SET values WHERE id = ? AND guard``; how many rows moved (0 or 1). Timestamps in
+    ``values`` are bound as ``ts`` gives them."""
+    names = list(values)
+    params = [ts(v) if isinstance(v, datetime) else v for v in values.values()]
+    return raw.execute(f"UPDATE reply_jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ? AND {guard}",
+                       (*params, job_id, *guard_params)).rowcount
+
+
+def session_exists(raw: sqlite3.Connection, session_id: int) -> bool:
+    return raw.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
+
+
+def session_paused(raw: sqlite3.Connection, session_id: int) -> bool | None:
+    """Whether the session is paused; None when it is gone."""
+    row = raw.execute("SELECT is_paused FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def mark_sent(raw: sqlite3.Connection, job_id: int, now: datetime, message_id: str | None,
+              parts_sent: int | None) -> tuple[str | None] | None:
+    """The job is sent (its echo's id kept if one came first); (the id it keeps,), or None when it is gone."""
+    stamp = ts(now)
+    return raw.execute(
+        "UPDATE reply_jobs SET status = 'sent', sent_at = ?, updated_at = ?, last_error = NULL, "
+        "sent_message_id = coalesce(sent_message_id, ?)" + (", parts_sent = ?" if parts_sent is not None else "")
+        + " WHERE id = ? RETURNING sent_message_id",
+        (stamp, stamp, message_id, *(() if parts_sent is None else (parts_sent,)), job_id)).fetchone()
+
+
+def keep_sent(raw: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """A text we sent joins the chat's transcript as the bot's: (tenant_id, session_id, message_id, chat_id, text,
+    received_at)."""
+    raw.execute("INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, kind, "
+                "message_type, text, received_at, action, raw) VALUES (?, ?, ?, ?, 'reply', 'bot', 1, 'text', "
+                "'conversation', ?, ?, 'own_message', '{}') ON CONFLICT (tenant_id, message_id) DO NOTHING", row)
