@@ -8,7 +8,7 @@ sections 1-3.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -166,6 +166,13 @@ def normalize_jid(value: str) -> str | None:
     """Canonical JID: lowercase, device suffix stripped; a bare phone number becomes `<digits>@s.whatsapp.net`."""
     if not isinstance(value, str):
         return None
+    return _normalized(value) if len(value) <= _CACHED_JID_LENGTH else _normalize(value)
+
+
+_CACHED_JID_LENGTH = 120  # longer strings are no JID a chat has: normalized (refused) without filling the cache
+
+
+def _normalize(value: str) -> str | None:
     candidate = value.strip().lower()
     if "@" in candidate:
         match = _JID_RE.fullmatch(candidate)
@@ -174,6 +181,10 @@ def normalize_jid(value: str) -> str | None:
         return None
     digits = re.sub(r"[^0-9]", "", candidate)
     return f"{digits}@{_PHONE_DOMAIN}" if 5 <= len(digits) <= 15 else None
+
+
+# The same chats write again and again: every webhook names a few JIDs, and most were seen a moment ago.
+_normalized = functools.lru_cache(maxsize=16_384)(_normalize)
 
 
 def parse_event(body: object) -> Event:
@@ -187,9 +198,8 @@ def parse_event(body: object) -> Event:
     if not name:
         return _unsupported(name, instance, apikey, "missing event")
     if name in MESSAGE_EVENTS:
-        event = _message_event(name, instance, apikey, data)
         owner = _jid(body.get("sender"))
-        return dataclasses.replace(event, owner_jid=owner) if owner and _domain(owner) == _PHONE_DOMAIN else event
+        return _message_event(name, instance, apikey, data, owner if owner and _domain(owner) == _PHONE_DOMAIN else None)
     return _other_event(name, instance, apikey, data)
 
 
@@ -235,7 +245,8 @@ def _unsupported(name: str, instance: str | None, apikey: str | None, reason: st
 # events
 
 
-def _message_event(name: str, instance: str | None, apikey: str | None, data: object) -> Event:
+def _message_event(name: str, instance: str | None, apikey: str | None, data: object,
+                   owner_jid: str | None = None) -> Event:
     if not isinstance(data, dict):
         reason = "missing data" if data is None else "data is not an object"
         return _unsupported(name, instance, apikey, reason)
@@ -257,7 +268,7 @@ def _message_event(name: str, instance: str | None, apikey: str | None, data: ob
         message_type=content.message_type or _str_or_none(data.get("messageType")), kind=content.kind,
         timestamp=_timestamp(data.get("messageTimestamp")), source=_str_or_none(data.get("source")),
         status=_str_or_none(data.get("status")), apikey=apikey, is_message=True,
-        supported=reason in (None, "no message content"), reason=reason,
+        supported=reason in (None, "no message content"), reason=reason, owner_jid=owner_jid,
     )  # fmt: skip
 
 
@@ -304,10 +315,10 @@ def _chat(key: dict) -> _Chat:
     remote = _jid(key.get("remoteJid"))
     if remote is not None and _domain(remote) in ("g.us", "broadcast", "newsletter"):
         return _Chat(remote, None, _DOMAIN_KINDS[_domain(remote)], _participant(key))
-    candidates = [_jid(key.get(name)) for name in ("remoteJidAlt", "remoteJid", "senderPn")]
-    phone = next((jid for jid in candidates if jid and _domain(jid) == _PHONE_DOMAIN), None)
-    lids = [_jid(key.get(name)) for name in ("remoteJid", "remoteJidAlt", "senderLid")]
-    lid = next((jid for jid in lids if jid and _domain(jid) == "lid"), None)
+    alt = _jid(key.get("remoteJidAlt"))
+    phone = next((jid for jid in (alt, remote, _jid(key.get("senderPn"))) if jid and _domain(jid) == _PHONE_DOMAIN),
+                 None)
+    lid = next((jid for jid in (remote, alt, _jid(key.get("senderLid"))) if jid and _domain(jid) == "lid"), None)
     chat_jid = phone or lid or remote
     kind = _DOMAIN_KINDS.get(_domain(chat_jid), UNKNOWN) if chat_jid else UNKNOWN
     return _Chat(chat_jid, lid, kind, None)

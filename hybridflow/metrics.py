@@ -7,6 +7,7 @@ as tests build them, count apart. prometheus_client writes the exposition format
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -59,10 +60,17 @@ class Metrics:
         for kind in ("raw_cleared", "messages_deleted", "jobs_deleted", "events_deleted", "tombstones_pruned"):
             self._retained.labels(kind=kind)  # every kind reads 0 before the first pass
         self._depth_statuses: set[str] = set()
+        self._webhook_children: dict[tuple[str, str | None], Any] = {}
 
     def webhook(self, action: str, reason: str | None = None) -> None:
         """Count one answered webhook under its action and reason (empty when the action needs none)."""
-        self._webhooks.labels(action=action, reason=(reason or "")[:60]).inc()
+        key = (action, reason)
+        child = self._webhook_children.get(key)
+        if child is None:  # labels() costs more than the count: each (action, reason) is looked up once
+            child = self._webhooks.labels(action=action, reason=(reason or "")[:60])
+            if len(self._webhook_children) < 1_000:
+                self._webhook_children[key] = child
+        child.inc()
 
     def reply(self, status: str, latency: float | None = None) -> None:
         """Count one reply job outcome; ``latency`` (seconds, webhook received to sent) goes to the histogram."""
