@@ -35,6 +35,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, TENANTS, JobKind, JobStatus
+from hybridflow.sql import hot
+from hybridflow.sql.rows import ClaimRow
 from hybridflow.sql import sqlite as sqlite_sql
 from hybridflow.statements import add_tombstones, dialect_insert, insert_for, pairs_in, recent_texts
 
@@ -147,10 +149,10 @@ def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -
             "chat_id": reply.chat_id, "trigger_message_id": reply.message_id, "status": QUEUED, "attempts": 0,
             "received_at": now, "created_at": now})
         row.update(last_message_id=reply.message_id, due_at=reply.due_at, updated_at=now)
-    raw = sqlite_sql.driver(conn) if merged else None
-    if raw is not None:
-        ts = sqlite_sql.ts
-        sqlite_sql.enqueue_replies(raw, [(
+    fast = hot(conn) if merged else None
+    if fast is not None:
+        ts = fast.sql.ts
+        fast.sql.enqueue_replies(fast.raw, [(
             JobKind.REPLY.value, r["tenant_id"], r["session_id"], r["chat_id"], r["trigger_message_id"], QUEUED.value,
             0, ts(now), ts(now), r["last_message_id"], ts(r["due_at"]), ts(now)) for r in merged.values()])
     elif merged:
@@ -195,9 +197,9 @@ def enqueue_notification(conn: Connection, *, tenant_id: int, chat_id: str, key:
 def skip_queued(conn: Connection, session_ids: Iterable[int], now: datetime, reason: str) -> None:
     """Drop the waiting jobs of chats that were just paused (the kinds a pause skips)."""
     ids = list(session_ids)
-    raw = sqlite_sql.driver(conn) if ids else None
-    if raw is not None:
-        sqlite_sql.skip_queued(raw, ids, now, reason, SKIPPED_PAUSED.value, [str(k) for k in _OTHER_PAUSABLE])
+    fast = hot(conn) if ids else None
+    if fast is not None:
+        fast.sql.skip_queued(fast.raw, ids, now, reason, SKIPPED_PAUSED.value, [str(k) for k in _OTHER_PAUSABLE])
     elif ids:
         # The literal predicate lets both databases use the partial index of waiting replies per chat.
         conn.execute(sa.update(JOBS).where(JOBS.c.session_id.in_(ids), sa.text(QUEUED_REPLY))
@@ -223,9 +225,9 @@ def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime
     if not ids:
         return found
     dropped = [SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET, EXPIRED, HANDED_OFF]
-    raw = sqlite_sql.driver(conn)
-    rows: Iterable[Any] = sqlite_sql.recent_replies(
-        raw, ids, since, JobKind.REPLY.value, [s.value for s in dropped]) if raw is not None else conn.execute(
+    fast = hot(conn)
+    rows: Iterable[Any] = fast.sql.recent_replies(
+        fast.raw, ids, since, JobKind.REPLY.value, [s.value for s in dropped]) if fast is not None else conn.execute(
         sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
             JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
             JOBS.c.status.not_in(dropped)))
@@ -243,19 +245,16 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
           history_limit: int, model_up: bool = True) -> list[Job]:
     """Atomically take up to ``limit`` due jobs, with their chat's pause state and recent history. While the model
     server is down (``model_up`` False) only jobs whose text is written already are taken."""
-    raw = sqlite_sql.driver(conn)
-    if raw is not None:
-        rows: Sequence[Any] = sqlite_sql.claim(raw, now=now, worker_id=worker_id, limit=limit,
-                                               lease_until=now + timedelta(seconds=lease), written_only=not model_up)
+    fast = hot(conn)
+    if fast is not None:
+        rows: Sequence[Any] = fast.sql.claim(fast.raw, now=now, worker_id=worker_id, limit=limit,
+                                             lease_until=now + timedelta(seconds=lease), written_only=not model_up,
+                                             history_limit=history_limit)
     else:
-        rows = _claim_rows(conn, now=now, worker_id=worker_id, lease=lease, limit=limit, model_up=model_up)
+        rows = _claim_rows(conn, now=now, worker_id=worker_id, lease=lease, limit=limit, model_up=model_up,
+                           history_limit=history_limit)
     if not rows:
         return []
-    paused = sqlite_sql.sessions_paused(raw, {row.session_id for row in rows}) if raw is not None else {
-        r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
-            SESSIONS.c.id.in_({row.session_id for row in rows})))}
-    held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
-    paused |= {row.session_id: True for row in rows if row.tenant_id in held}
     held_up = {row.id for row in rows if row.attempts > 1 or (row.last_error or "").startswith(MODEL_WAIT)}
     asked_of = {row.id: (row.tenant_id, row.last_message_id or row.trigger_message_id) for row in rows
                 if row.id in held_up and row.kind == JobKind.REPLY}
@@ -265,14 +264,15 @@ def claim(conn: Connection, *, now: datetime, worker_id: str, lease: float, limi
             MESSAGES.c.tenant_id, MESSAGES.c.message_id, set(asked_of.values()))))} if asked_of else {}
     return [Job(row.id, JobKind(row.kind), row.tenant_id, row.session_id, row.chat_id, row.trigger_message_id,
                 row.last_message_id, row.attempts, row.reply_text, row.received_at,
-                paused=RULES[JobKind(row.kind)].skipped_when_paused and paused.get(row.session_id, False),
+                paused=RULES[JobKind(row.kind)].skipped_when_paused and (row.session_paused or row.tenant_paused),
                 parts=load_parts(row.parts), parts_sent=row.parts_sent or 0,
-                asked_at=asked.get(asked_of.get(row.id)), held_up=row.id in held_up,
-                history=tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
+                asked_at=asked.get(asked_of.get(row.id)), held_up=row.id in held_up, history=row.history)
+            for row in rows]
 
 
-def _claim_rows(conn: Connection, *, now: datetime, worker_id: str, lease: float, limit: int,
-                model_up: bool) -> Sequence[Any]:
+def _claim_rows(conn: Connection, *, now: datetime, worker_id: str, lease: float, limit: int, model_up: bool,
+                history_limit: int) -> list[ClaimRow]:
+    """``claim``'s statements through SQLAlchemy Core (where the driver's own are not used)."""
     pick = (sa.select(JOBS.c.id).where(JOBS.c.status.in_([QUEUED, RETRY]), JOBS.c.due_at <= now)
             .order_by(JOBS.c.due_at).limit(limit))
     if not model_up:
@@ -285,13 +285,20 @@ def _claim_rows(conn: Connection, *, now: datetime, worker_id: str, lease: float
         busy.c.status.in_([RUNNING, SENDING]))))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
-    return conn.execute(
+    rows = conn.execute(
         sa.update(JOBS).where(JOBS.c.id.in_(pick.scalar_subquery()))
         .values(status=RUNNING, attempts=JOBS.c.attempts + 1, claimed_by=worker_id,
                 lease_until=now + timedelta(seconds=lease), updated_at=now)
         .returning(JOBS.c.id, JOBS.c.kind, JOBS.c.tenant_id, JOBS.c.session_id, JOBS.c.chat_id,
                    JOBS.c.trigger_message_id, JOBS.c.last_message_id, JOBS.c.attempts, JOBS.c.reply_text,
                    JOBS.c.received_at, JOBS.c.parts, JOBS.c.parts_sent, JOBS.c.last_error)).all()
+    if not rows:
+        return []
+    paused = {r.id: r.is_paused for r in conn.execute(sa.select(SESSIONS.c.id, SESSIONS.c.is_paused).where(
+        SESSIONS.c.id.in_({row.session_id for row in rows})))}
+    held = tenants_paused(conn, {row.tenant_id for row in rows}, now)
+    return [ClaimRow(*row, paused.get(row.session_id, False), row.tenant_id in held,
+                     tuple(recent_texts(conn, row.session_id, history_limit))) for row in rows]
 
 
 def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now: datetime,
@@ -305,12 +312,13 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     ``cancelled`` (the chat was forgotten meanwhile: its session and jobs are gone, nothing is sent), or
     ``running`` when this worker no longer holds the job (its lease ran out and another worker took it).
     """
-    raw = sqlite_sql.driver(conn)
+    fast = hot(conn)
     spent: dict[str, Any] = {"tokens": tokens, "generated_at": now} if generated else {}
     if parts is not None:
         spent["parts"] = json.dumps(list(parts), ensure_ascii=False)
-    if raw is not None:
-        is_paused = sqlite_sql.session_paused(raw, job.session_id)
+    tenant_paused: bool | None = None
+    if fast is not None:  # on PostgreSQL the session FOR UPDATE, the tenant FOR SHARE: one round trip
+        is_paused, tenant_paused = fast.sql.pause_check(fast.raw, job.session_id, job.tenant_id, now)
     else:
         query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
         if conn.dialect.name == "postgresql":
@@ -318,28 +326,30 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
         session = conn.execute(query).first()
         is_paused = None if session is None else session.is_paused
     if is_paused is None:  # the chat was forgotten while the text was written (its jobs went with it)
-        _move_mine(conn, raw, job.id, worker_id, status=CANCELLED, updated_at=now, last_error="the chat was forgotten")
+        _move_mine(conn, fast, job.id, worker_id, status=CANCELLED, updated_at=now,
+                   last_error="the chat was forgotten")
         return CANCELLED
     # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
     pausable = RULES[job.kind].skipped_when_paused  # an answer to the owner goes out whatever is paused
     chat_paused = pausable and is_paused
-    if chat_paused or (pausable and tenants_paused(conn, {job.tenant_id}, now, lock=True)):
+    if chat_paused or (pausable and (tenant_paused if tenant_paused is not None else
+                                     bool(tenants_paused(conn, {job.tenant_id}, now, lock=True)))):
         what = "the chat" if chat_paused else "the whole tenant (bot off all)"
         when = (f"before part {job.parts_sent + 1} of {len(parts)} (the parts before it were sent)"
                 if parts is not None and job.parts_sent else "while the reply was being generated")
-        _move_mine(conn, raw, job.id, worker_id, status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
+        _move_mine(conn, fast, job.id, worker_id, status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
                    last_error=f"{what} was paused {when}", **spent)
         return SKIPPED_PAUSED
-    claimed = _move_mine(conn, raw, job.id, worker_id, status=SENDING, reply_text=text, attempted_at=now,
+    claimed = _move_mine(conn, fast, job.id, worker_id, status=SENDING, reply_text=text, attempted_at=now,
                          updated_at=now, lease_until=now + timedelta(seconds=send_lease), **spent)
     return SENDING if claimed == 1 else RUNNING
 
 
-def _move_mine(conn: Connection, raw: Any, job_id: int, worker_id: str, **values: Any) -> int:
+def _move_mine(conn: Connection, fast: Any, job_id: int, worker_id: str, **values: Any) -> int:
     """Move a job this worker runs (``running``, claimed by it); how many rows moved."""
-    if raw is not None:
-        return sqlite_sql.move_job(raw, job_id, "status = ? AND claimed_by = ?", (RUNNING.value, worker_id),
-                                   {k: v.value if isinstance(v, JobStatus) else v for k, v in values.items()})
+    if fast is not None:
+        return fast.sql.move_mine(fast.raw, job_id, worker_id, RUNNING.value,  # type: ignore[no-any-return]
+                                  {k: v.value if isinstance(v, JobStatus) else v for k, v in values.items()})
     mine = sa.and_(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     return conn.execute(sa.update(JOBS).where(mine).values(**values)).rowcount
 
@@ -553,9 +563,9 @@ def sending_for_session(conn: Connection, session_id: int) -> int:
 def recent_sends(conn: Connection, session_ids: Iterable[int], since: datetime) -> list[Row[Any]]:
     """Jobs of these chats that sent (or are sending) a text since ``since``, oldest first: what an echo of ours
     is matched against, by its id when Evolution returned it, else by chat and text."""
-    raw = sqlite_sql.driver(conn)
-    if raw is not None:
-        return sqlite_sql.recent_sends(raw, session_ids, since)  # type: ignore[return-value]
+    fast = hot(conn)
+    if fast is not None:
+        return fast.sql.recent_sends(fast.raw, session_ids, since)  # type: ignore[no-any-return]
     return conn.execute(
         sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id,
                   JOBS.c.parts, JOBS.c.parts_sent).where(
@@ -568,9 +578,9 @@ def settle_echoes(conn: Connection, echoes: dict[int, str], now: datetime) -> No
     The id is kept for a retry to see; a job reported ``unknown`` after a crash becomes ``sent``."""
     if not echoes:
         return
-    raw = sqlite_sql.driver(conn)
-    if raw is not None:
-        sqlite_sql.settle_echoes(raw, echoes, now, SENT.value, UNKNOWN.value)
+    fast = hot(conn)
+    if fast is not None:
+        fast.sql.settle_echoes(fast.raw, echoes, now, SENT.value, UNKNOWN.value)
         return
     params = [{"b_id": job_id, "b_mid": mid} for job_id, mid in echoes.items()]
     conn.execute(sa.update(JOBS).where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.sent_message_id.is_(None))

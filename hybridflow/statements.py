@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Row
 
 from hybridflow import events as ev
 from hybridflow.models import ALIASES, MESSAGES, SESSIONS, TOMBSTONES
+from hybridflow.sql import hot
 from hybridflow.sql import sqlite as sqlite_sql
 
 SessionKey = tuple[int, str]  # (tenant id, chat id)
@@ -60,9 +61,9 @@ def lock_sessions(conn: Connection, keys: dict[SessionKey, str], now: datetime) 
     """Create the sessions (``keys`` maps each to its chat kind) that do not exist yet and lock all of them for this
     transaction: one upsert that returns the rows (on PostgreSQL, ON CONFLICT DO UPDATE locks each row as
     FOR UPDATE would; on SQLite the transaction is the one writer)."""
-    raw = sqlite_sql.driver(conn)
-    if raw is not None:
-        return sqlite_sql.lock_sessions(raw, keys, now)  # type: ignore[return-value]
+    fast = hot(conn)
+    if fast is not None:
+        return fast.sql.lock_sessions(fast.raw, keys, now)  # type: ignore[no-any-return]
     # Sorted: two processes upserting the same sessions take their row locks in one order (no deadlock).
     rows = [{"tenant_id": t, "chat_id": c, "chat_kind": keys[(t, c)], "is_paused": False, "created_at": now,
              "updated_at": now} for (t, c) in sorted(keys)]
@@ -76,9 +77,9 @@ DELETED = "deleted"  # the "direction" of a message id that was deleted (a tombs
 def stored_directions(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
     """Which (tenant, message id) pairs are already stored, with who wrote them; ids of deleted messages
     (retention, a forgotten chat) count as stored, by ``DELETED``."""
-    raw = sqlite_sql.driver(conn)
-    if raw is not None:
-        return sqlite_sql.stored_directions(raw, ids, DELETED)
+    fast = hot(conn)
+    if fast is not None:
+        return fast.sql.stored_directions(fast.raw, ids, DELETED)  # type: ignore[no-any-return]
     query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.direction).where(
         pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids)).union_all(
         sa.select(TOMBSTONES.c.tenant_id, TOMBSTONES.c.message_id, sa.literal(DELETED)).where(

@@ -101,8 +101,10 @@ def _pause_for(dbapi_connection: Any) -> Callable[[float], None]:
     return time.sleep
 
 
-def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str, writer: bool,
+def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str | None, writer: bool,
                             cache_kib: int | None = None, synchronous: str = "full") -> None:
+    """The pragmas of every new connection; ``begin``: what SQLAlchemy's "begin" sends (None: the caller sends its
+    own BEGIN on the driver connection, as the batching writer does)."""
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @sa_event.listens_for(sync_engine, "connect")
@@ -129,9 +131,10 @@ def _install_sqlite_pragmas(engine: AsyncEngine | Engine, *, begin: str, writer:
             cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
-    @sa_event.listens_for(sync_engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql(begin)
+    if begin is not None:
+        @sa_event.listens_for(sync_engine, "begin")
+        def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql(begin)
 
 
 @contextlib.contextmanager
@@ -181,9 +184,10 @@ class Store:
             # Through aiosqlite each statement is several hops (~0.5 ms each here): a batch took 4-6 ms.
             self.batch_engine: Engine | None = sa.create_engine(
                 async_url.replace("sqlite+aiosqlite", "sqlite+pysqlite"), poolclass=sa.pool.SingletonThreadPool)
-            _install_sqlite_pragmas(self.batch_engine, begin="BEGIN IMMEDIATE", writer=background_checkpoints,
+            _install_sqlite_pragmas(self.batch_engine, begin=None, writer=background_checkpoints,
                                     synchronous=synchronous)
             self._batch_thread: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="hybridflow-db")
+            self._batch_connection: Connection | None = None  # kept open in that thread, from batch to batch
         else:
             # Writes go through one writer per process; the pool serves reads. Each connection keeps a bounded
             # cache of prepared statements (asyncpg's default of 100 per connection kept memory growing).
@@ -242,7 +246,7 @@ class Store:
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
         if self._batch_thread is not None and self.batch_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(self._batch_thread, self.batch_engine.dispose)
+            await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._close_batch_connection)
             self._batch_thread.shutdown(wait=True)
             self._batch_thread = None
 
@@ -256,9 +260,35 @@ class Store:
             return await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._sync_transaction, work)
 
     def _sync_transaction(self, work: Callable[[Connection], T]) -> T:
+        """One batch in the writer thread, on the connection it keeps: ``BEGIN IMMEDIATE`` sent on the driver
+        connection itself (SQLAlchemy's begin only does its bookkeeping there), the work, the commit."""
         assert self.batch_engine is not None
-        with self.batch_engine.begin() as conn:
-            return work(conn)
+        conn = self._batch_connection
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._batch_connection = self.batch_engine.connect()
+        transaction = conn.begin()
+        try:
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            result = work(conn)
+            transaction.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                transaction.rollback()
+            if conn.invalidated:  # a new connection for the next batch
+                self._batch_connection = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise
+        return result
+
+    def _close_batch_connection(self) -> None:
+        """Close the writer thread's connection and its engine (in that thread)."""
+        conn, self._batch_connection = self._batch_connection, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        if self.batch_engine is not None:
+            self.batch_engine.dispose()
 
     def write(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); database outages become ``Unavailable``."""

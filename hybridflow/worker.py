@@ -46,23 +46,28 @@ class ReplyWorker:
                 await self._wait()
 
     async def _claim(self, free: int) -> list[Job] | None:
-        """Due jobs, claimed now or with the next batches the writer commits within ``poll_interval`` (a webhook
-        that queues a reply then gets it claimed in its own transaction, with the chat's history). [] to claim
-        again at once; None to wait for a wake-up first."""
+        """Due jobs, claimed now or with the batches the writer commits within ``poll_interval`` (a webhook that
+        queues a reply then gets it claimed in its own transaction, with the chat's history). [] to claim again at
+        once; None to wait for a wake-up first."""
         replies, wakeup = self.service.replies, self.service.reply_wakeup
         if not self._ride_next:
             jobs = await replies.claim(free)
             if jobs:
                 return jobs
         self._ride_next = False
-        wakeup.clear()  # what it announced is due now: the claim below (or the one just made) takes it
-        ridden = await replies.claim_with_next_batch(free, timeout=self.poll_interval, wakeup=wakeup)
-        if ridden is None:  # claims cannot ride (no writer, or the model server is down)
-            return None
-        if ridden or not wakeup.is_set():  # jobs, or a batch (or the poll interval) found nothing due
-            self._ride_next = bool(ridden)
-            return ridden
-        return []  # a wake-up before any batch took the claim (a slot freed, a job queued): claim again at once
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_interval
+        wakeup.clear()  # what it announced is due now: the claim just made took it
+        while not self._stopping and (left := deadline - loop.time()) > 0:
+            ridden = await replies.claim_with_next_batch(free, timeout=left, wakeup=wakeup)
+            if ridden is None:  # claims cannot ride (no writer, or the model server is down)
+                return None
+            if ridden:
+                self._ride_next = True
+                return ridden
+            if wakeup.is_set():  # a slot freed, or a job queued by a batch the claim did not ride: claim now
+                return []
+        return []
 
     def _done(self, task: asyncio.Task[str]) -> None:
         self._running.pop(task, None)

@@ -103,6 +103,8 @@ class Service:
         llm = llm or LLMClient(host=settings.ollama_host, timeout=settings.ollama_timeout)
         try:
             service = cls(settings, store, evolution, llm, clock=clock, worker_id=worker_id)  # checks the settings
+            if serving:  # tenants are read with the writer's batches: cheaper than a read of their own
+                service.tenants.reads_with = service.writer.submit
             if create_schema:
                 if not create:
                     await store.require_schema()

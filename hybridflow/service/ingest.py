@@ -28,7 +28,7 @@ from hybridflow.models import ALIASES, EVENTS, JOBS, MESSAGES, SESSIONS, JobKind
 from hybridflow.pauses import Pause
 from hybridflow.service import notifications
 from hybridflow.service.tenants import TenantConfig
-from hybridflow.sql import sqlite as sqlite_sql
+from hybridflow.sql import hot
 from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
@@ -272,8 +272,30 @@ def process_batch(conn: Connection, items: list[Inbound | jobs.WriteOp[Any]], *,
     workers' writes (after the webhooks, so a pause that arrived in the same batch is seen by the last-moment
     check before a send)."""
     inbound = [item for item in items if isinstance(item, Inbound)]
-    decided = iter(store_batch(conn, inbound, clock()) if inbound else [])
-    return [next(decided) if isinstance(item, Inbound) else item(conn) for item in items]
+    results = store_batch(conn, inbound, clock()) if inbound else []
+    queued = any(_may_queue(result) for result in results)
+    decided = iter(results)
+    return [next(decided) if isinstance(item, Inbound) else
+            [] if isinstance(item, RidingClaim) and not queued else item(conn) for item in items]
+
+
+class RidingClaim:
+    """The idle reply worker's claim, riding with a batch (see ``BatchWriter.ride``): it claims only when the
+    batch's webhooks queued something (jobs due at other times are the worker's own poll's)."""
+
+    __slots__ = ("claim",)
+
+    def __init__(self, claim: Callable[[Connection], list[Any]]) -> None:
+        self.claim = claim
+
+    def __call__(self, conn: Connection) -> list[Any]:
+        return self.claim(conn)
+
+
+def _may_queue(result: IngestResult) -> bool:
+    """Whether this decision may have queued a job due now: a reply, an away message, a handoff's message."""
+    return result.action in (REPLY_QUEUED, IGNORED_HOURS) or (
+        result.action == PAUSED and result.reason in (CUSTOMER_REQUEST, RATE_LIMITED))
 
 
 @dataclass(slots=True)
@@ -414,12 +436,12 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
 def _insert_messages(conn: Connection, messages: list[dict[str, Any]]) -> None:
     if not messages:
         return
-    raw = sqlite_sql.driver(conn)
-    if raw is None:
+    fast = hot(conn)
+    if fast is None:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
         return
-    ts = sqlite_sql.ts
-    sqlite_sql.insert_messages(raw, [(
+    ts = fast.sql.ts
+    fast.sql.insert_messages(fast.raw, [(
         m["tenant_id"], m["session_id"], m["message_id"], m["chat_id"], m["event"], str(m["direction"]), m["from_me"],
         m["kind"], m["message_type"], m["text"], m["push_name"], ts(m["wa_timestamp"]), ts(m["received_at"]),
         str(m["action"]), m["raw"]) for m in messages])
@@ -442,9 +464,9 @@ def _remember_aliases(conn: Connection, items: list[Inbound]) -> None:
     commands that give only the LID find the chat by it."""
     pairs = {(i.tenant.id, i.event.lid_jid): i.event.chat_jid for i in items
              if i.event.lid_jid and i.event.chat_jid and i.event.chat_jid != i.event.lid_jid}
-    raw = sqlite_sql.driver(conn) if pairs else None
-    if raw is not None:
-        sqlite_sql.insert_aliases(raw, [(t, lid, chat) for (t, lid), chat in sorted(pairs.items())])
+    fast = hot(conn) if pairs else None
+    if fast is not None:
+        fast.sql.insert_aliases(fast.raw, [(t, lid, chat) for (t, lid), chat in sorted(pairs.items())])
     elif pairs:
         conn.execute(_statements(conn.dialect.name)["new_aliases"],
                      [{"tenant_id": t, "lid": lid, "chat_id": chat} for (t, lid), chat in sorted(pairs.items())])
@@ -475,17 +497,17 @@ def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -
     """Write back changed sessions with their pause events; a chat just paused loses its waiting jobs."""
     if not dirty:
         return
-    raw = sqlite_sql.driver(conn)
-    if raw is not None:
-        ts = sqlite_sql.ts
-        sqlite_sql.update_sessions(raw, [(
+    fast = hot(conn)
+    if fast is not None:
+        ts = fast.sql.ts
+        fast.sql.update_sessions(fast.raw, [(
             ts(now), pauses.dump(s.held), s.is_paused, s.pause_reason, s.paused_by, ts(s.paused_at), ts(s.resumes_at),
             ts(s.last_human_at), ts(s.last_message_at), s.push_name, s.id) for s in dirty])
         events = [(
             s.tenant_id, s.id, ts(c["at"]), c["change"], str(c["reason"]), str(c["actor"]), c["message_id"],
             ts(c["resumes_at"])) for s in dirty for c in s.changes]
         if events:
-            sqlite_sql.insert_events(raw, events)
+            fast.sql.insert_events(fast.raw, events)
     else:
         conn.execute(_statements(conn.dialect.name)["update_sessions"],
                      [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),

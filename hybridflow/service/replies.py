@@ -31,6 +31,7 @@ from hybridflow.jobs import (CANCELLED, EXPIRED, FAILED, RETRY, RUNNING, SENDING
 from hybridflow.llm import Answer, LLMClient, Turn, build_messages, cut_at_sentence
 from hybridflow.metrics import Metrics
 from hybridflow.service import handoffs, notifications
+from hybridflow.service.ingest import RidingClaim
 from hybridflow.service.tenants import Tenants, TenantConfig
 from hybridflow.service.writer import BatchWriter
 from hybridflow.store import Store
@@ -137,8 +138,8 @@ class Replies:
         if writer is None or self._model_down is not None:
             return None
         history_limit, lease, worker_id, clock = self.history_limit, self.lease, self.worker_id, self.clock
-        rider = writer.ride(lambda: functools.partial(
-            _claim_now, clock=clock, worker_id=worker_id, lease=lease, limit=limit, history_limit=history_limit))
+        rider = writer.ride(lambda: RidingClaim(functools.partial(
+            _claim_now, clock=clock, worker_id=worker_id, lease=lease, limit=limit, history_limit=history_limit)))
         waiter = asyncio.ensure_future(wakeup.wait())
         try:
             await asyncio.wait([rider.future, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

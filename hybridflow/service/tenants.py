@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import functools
 import json
 import re
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hybridflow.config import (DEFAULT_REPLY_CAP, Settings, format_duration, format_retention, parse_message_retention,
                                parse_reply_cap, parse_retention)
@@ -427,6 +430,8 @@ class Tenants:
         # and the refresh-ahead reads in flight; a change made here makes the reads started before it stale.
         self._loading: dict[str, asyncio.Future[TenantConfig]] = {}
         self._generation = 0
+        # ``serve`` reads tenants with the batching writer's transactions (its ``submit``); elsewhere, a read.
+        self.reads_with: Callable[[Callable[[Connection], Any]], Awaitable[Any]] | None = None
 
     def _decrypt(self, token: str | None) -> tuple[str | None, str | None]:
         if not token:
@@ -497,21 +502,13 @@ class Tenants:
         )
 
     async def _load(self, query: sa.Select) -> list[TenantConfig]:
-        """Tenants with their audience lists, read in one transaction."""
-        async with self.store.read() as conn:
-            rows = (await conn.execute(query)).all()
-            lists: dict[int, dict[str, set[str]]] = {}
-            if rows:
-                found = await conn.execute(sa.select(CONTACTS.c.tenant_id, CONTACTS.c.rule, CONTACTS.c.chat_id).where(
-                    CONTACTS.c.tenant_id.in_([row.id for row in rows])))
-                for tenant_id, rule, chat_id in found:
-                    lists.setdefault(tenant_id, {}).setdefault(rule, set()).add(chat_id)
-                owners = [(row.id, row.owner_jid) for row in rows if row.owner_jid]
-                if owners:
-                    lids = await conn.execute(sa.select(ALIASES.c.tenant_id, ALIASES.c.lid).where(
-                        sa.or_(*(sa.and_(ALIASES.c.tenant_id == t, ALIASES.c.chat_id == jid) for t, jid in owners))))
-                    for tenant_id, lid in lids:
-                        lists.setdefault(tenant_id, {}).setdefault(OWNER_LIDS, set()).add(lid)
+        """Tenants with their audience lists, read in one transaction (in ``serve``, with the next batch the
+        writer commits: no connection and thread hops of their own)."""
+        if self.reads_with is not None:
+            rows, lists = await self.reads_with(functools.partial(_read_tenants, query=query))
+        else:
+            async with self.store.read() as conn:
+                rows, lists = await conn.run_sync(_read_tenants, query)
         return [self._config(row, {rule: frozenset(ids) for rule, ids in lists.get(row.id, {}).items()})
                 for row in rows]
 
@@ -872,6 +869,24 @@ class Tenants:
             await conn.execute(sa.delete(TENANTS).where(TENANTS.c.id == tenant.id))
         self._forget(instance)
         return counts
+
+
+def _read_tenants(conn: Connection, query: sa.Select) -> tuple[list[Any], dict[int, dict[str, set[str]]]]:
+    """The rows of ``query`` (tenants) and their lists: audience rules, and the owner's @lid aliases."""
+    rows = conn.execute(query).all()
+    lists: dict[int, dict[str, set[str]]] = {}
+    if rows:
+        found = conn.execute(sa.select(CONTACTS.c.tenant_id, CONTACTS.c.rule, CONTACTS.c.chat_id).where(
+            CONTACTS.c.tenant_id.in_([row.id for row in rows])))
+        for tenant_id, rule, chat_id in found:
+            lists.setdefault(tenant_id, {}).setdefault(rule, set()).add(chat_id)
+        owners = [(row.id, row.owner_jid) for row in rows if row.owner_jid]
+        if owners:
+            lids = conn.execute(sa.select(ALIASES.c.tenant_id, ALIASES.c.lid).where(
+                sa.or_(*(sa.and_(ALIASES.c.tenant_id == t, ALIASES.c.chat_id == jid) for t, jid in owners))))
+            for tenant_id, lid in lids:
+                lists.setdefault(tenant_id, {}).setdefault(OWNER_LIDS, set()).add(lid)
+    return rows, lists
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

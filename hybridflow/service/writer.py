@@ -91,6 +91,11 @@ class BatchWriter(Generic[T, R]):
         self._riders.append(rider)
         return rider
 
+    @property
+    def riding(self) -> int:
+        """How many riders wait for the next batch."""
+        return len(self._riders)
+
     def withdraw(self, rider: Rider[T, R]) -> bool:
         """Take back a rider no batch has taken yet (True); False once one has (its result will come)."""
         if rider in self._riders:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy.engine import Connection
+
+from hybridflow.sql.rows import ClaimRow, SendRow, SessionRow
 
 # SQLite's default limit of bound variables per statement on older builds; multi-row statements stay under it
 # (with room for the few other values a statement binds).
@@ -62,22 +64,6 @@ def chunks(items: Sequence[Any], per_item: int) -> Iterable[Sequence[Any]]:
 
 
 # -- sessions -------------------------------------------------------------------------------------------------
-
-
-class SessionRow(NamedTuple):
-    id: int
-    tenant_id: int
-    chat_id: str
-    is_paused: bool
-    pause_reason: str | None
-    paused_by: str | None
-    paused_at: datetime | None
-    resumes_at: datetime | None
-    last_human_at: datetime | None
-    last_message_at: datetime | None
-    push_name: str | None
-    pauses: str | None
-    created_at: datetime | None
 
 
 _SESSION_COLUMNS = ("id, tenant_id, chat_id, is_paused, pause_reason, paused_by, paused_at, resumes_at, "
@@ -167,16 +153,6 @@ def insert_aliases(raw: sqlite3.Connection, rows: list[tuple[int, str, str]]) ->
 # -- the reply queue ------------------------------------------------------------------------------------------
 
 
-class SendRow(NamedTuple):
-    id: int
-    tenant_id: int
-    chat_id: str
-    reply_text: str | None
-    sent_message_id: str | None
-    parts: str | None
-    parts_sent: int | None
-
-
 def recent_sends(raw: sqlite3.Connection, session_ids: Iterable[int], since: datetime) -> list[SendRow]:
     """The jobs of these chats that sent or are sending a text since ``since``, oldest first."""
     out: list[SendRow] = []
@@ -242,26 +218,10 @@ def settle_echoes(raw: sqlite3.Connection, echoes: dict[int, str], now: datetime
 # -- the reply worker's transitions ---------------------------------------------------------------------------
 
 
-class ClaimRow(NamedTuple):
-    id: int
-    kind: str
-    tenant_id: int
-    session_id: int
-    chat_id: str
-    trigger_message_id: str
-    last_message_id: str | None
-    attempts: int
-    reply_text: str | None
-    received_at: datetime
-    parts: str | None
-    parts_sent: int | None
-    last_error: str | None
-
-
 def claim(raw: sqlite3.Connection, *, now: datetime, worker_id: str, lease_until: datetime, limit: int,
-          written_only: bool) -> list[ClaimRow]:
-    """Take up to ``limit`` due jobs (the oldest due first), one reply of a chat at a time; ``written_only``: only
-    jobs whose text is written already."""
+          written_only: bool, history_limit: int) -> list[ClaimRow]:
+    """Take up to ``limit`` due jobs (the oldest due first), one reply of a chat at a time, with their chats'
+    state and history; ``written_only``: only jobs whose text is written already."""
     rows = raw.execute(
         "UPDATE reply_jobs SET status = 'running', attempts = attempts + 1, claimed_by = ?, lease_until = ?, "
         "updated_at = ? WHERE id IN (SELECT id FROM reply_jobs WHERE status IN ('queued', 'retry') AND due_at <= ?"
@@ -271,9 +231,13 @@ def claim(raw: sqlite3.Connection, *, now: datetime, worker_id: str, lease_until
           "ORDER BY due_at LIMIT ?) RETURNING id, kind, tenant_id, session_id, chat_id, trigger_message_id, "
           "last_message_id, attempts, reply_text, received_at, parts, parts_sent, last_error",
         (worker_id, ts(lease_until), ts(now), ts(now), limit)).fetchall()
-    out = [ClaimRow(*r[:9], parse_ts(r[9]), *r[10:]) for r in rows]
-    out.sort(key=lambda row: row.id)
-    return out
+    if not rows:
+        return []
+    rows.sort()
+    paused = sessions_paused(raw, {r[3] for r in rows})
+    held = tenants_paused(raw, list({r[2] for r in rows}), now)
+    return [ClaimRow(*r[:9], parse_ts(r[9]), *r[10:], paused.get(r[3], False), r[2] in held,
+                     tuple(recent_texts(raw, r[3], history_limit))) for r in rows]
 
 
 def sessions_paused(raw: sqlite3.Connection, session_ids: Iterable[int]) -> dict[int, bool]:
@@ -302,14 +266,17 @@ def recent_texts(raw: sqlite3.Connection, session_id: int, limit: int) -> list[t
     return rows
 
 
-def move_job(raw: sqlite3.Connection, job_id: int, guard: str, guard_params: Sequence[Any],
-             values: dict[str, Any]) -> int:
-    """``UPDATE reply_jobs SET values WHERE id = ? AND guard``; how many rows moved (0 or 1). Timestamps in
-    ``values`` are bound as ``ts`` gives them."""
-    names = list(values)
+def move_mine(raw: sqlite3.Connection, job_id: int, worker_id: str, running: str, values: dict[str, Any]) -> int:
+    """``UPDATE reply_jobs SET values`` of a job this worker runs (``running``, claimed by it); how many rows moved
+    (0 or 1). Timestamps in ``values`` are bound as ``ts`` gives them."""
     params = [ts(v) if isinstance(v, datetime) else v for v in values.values()]
-    return raw.execute(f"UPDATE reply_jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ? AND {guard}",
-                       (*params, job_id, *guard_params)).rowcount
+    return raw.execute(f"UPDATE reply_jobs SET {', '.join(f'{name} = ?' for name in values)} WHERE id = ? AND "
+                       "status = ? AND claimed_by = ?", (*params, job_id, running, worker_id)).rowcount
+
+
+def pause_check(raw: sqlite3.Connection, session_id: int, tenant_id: int, now: datetime) -> tuple[bool | None, bool]:
+    """Whether the chat is paused (None: it is gone) and whether its tenant is paused as a whole, at ``now``."""
+    return session_paused(raw, session_id), tenant_id in tenants_paused(raw, [tenant_id], now)
 
 
 def session_exists(raw: sqlite3.Connection, session_id: int) -> bool:

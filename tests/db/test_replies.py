@@ -53,6 +53,21 @@ async def test_customer_gets_exactly_one_reply_from_the_tenant_model(
     assert [r.status for r in detail.replies] == ["sent"]
 
 
+async def test_an_idle_worker_claims_a_reply_in_the_webhooks_own_transaction(
+        app_client: TestClient, fake_evolution: FakeEvolution, fake_ollama: FakeOllama, service: Service) -> None:
+    """The idle worker's claim rides with the next batch: when the webhook is answered, its reply is already being
+    written (no second transaction and no wake-up before the model is asked)."""
+    fake_ollama.delay = 0.5
+    await eventually(lambda: service.writer.riding == 1, what="the idle worker waiting for the next batch")
+    assert await posted(app_client, upsert("Vocês abrem domingo?")) == "reply_queued"
+    [job] = await jobs(service)
+    assert (job.status, job.attempts, job.claimed_by) == ("running", 1, service.worker_id)
+    await eventually(lambda: len(fake_evolution.sent_texts) == 1)
+    await idle(service)
+    assert [j.status for j in await jobs(service)] == ["sent"]
+    assert fake_evolution.sent_texts == [{"number": "5511987654321", "text": "Echo: Vocês abrem domingo?"}]
+
+
 async def test_conversation_history_goes_to_the_model(
         app_client: TestClient, fake_evolution: FakeEvolution, fake_ollama: FakeOllama) -> None:
     await posted(app_client, upsert("Oi"))

@@ -1,0 +1,239 @@
+"""The hot statements on PostgreSQL, as fixed SQL run through asyncpg itself, inside the batch's transaction.
+
+The batch runs as synchronous Core code through ``AsyncConnection.run_sync``; these statements reach the asyncpg
+connection under it (``await_only``, as SQLAlchemy's own adapter does). Each has one text whatever the batch's size
+(lists travel as arrays: ``= ANY($1)``, ``unnest``), so asyncpg prepares it once per connection, and many rows
+go in one round trip (``unnest``, or ``executemany``'s pipeline). Timestamps are bound as aware datetimes
+(``timestamptz``). The schema and every cold path stay with SQLModel and SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.util import await_only
+
+from hybridflow.sql.rows import ClaimRow, SendRow, SessionRow
+
+
+class Driver:
+    """The asyncpg connection of a batch, called synchronously from inside ``run_sync``."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await_only(self.raw.fetch(sql, *args))
+
+    def execute(self, sql: str, *args: Any) -> str:
+        return await_only(self.raw.execute(sql, *args))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await_only(self.raw.executemany(sql, rows))
+
+
+def driver(conn: Connection) -> Driver | None:
+    """The asyncpg connection under ``conn`` once its transaction has begun (SQLAlchemy's adapter begins it
+    lazily: it is begun here as the adapter would), else None (not PostgreSQL, or an adapter this does not
+    know: the SQLAlchemy statements run instead)."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "asyncpg":
+        return None
+    adapted = conn.connection.dbapi_connection
+    raw = getattr(adapted, "_connection", None)
+    if raw is None or not hasattr(adapted, "_transaction") or getattr(adapted, "isolation_level", None) == "autocommit":
+        return None
+    if adapted._transaction is None:
+        await_only(adapted._start_transaction())
+        if adapted._transaction is None:
+            return None
+    return Driver(raw)
+
+
+# -- sessions -------------------------------------------------------------------------------------------------
+
+
+_LOCK_SESSIONS = (
+    "INSERT INTO sessions (tenant_id, chat_id, chat_kind, is_paused, created_at, updated_at) "
+    "SELECT t, c, k, false, $4, $4 FROM unnest($1::integer[], $2::text[], $3::text[]) AS u(t, c, k) ORDER BY t, c "
+    "ON CONFLICT (tenant_id, chat_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING id, tenant_id, "
+    "chat_id, is_paused, pause_reason, paused_by, paused_at, resumes_at, last_human_at, last_message_at, push_name, "
+    "pauses, created_at")
+
+
+def lock_sessions(db: Driver, keys: dict[tuple[int, str], str], now: datetime) -> dict[tuple[int, str], SessionRow]:
+    """Create the sessions of ``keys`` (each with its chat kind) that do not exist yet and lock all of them (ON
+    CONFLICT DO UPDATE locks each row as FOR UPDATE would; sorted, so two processes lock in one order)."""
+    ordered = sorted(keys)
+    rows = db.fetch(_LOCK_SESSIONS, [t for t, _ in ordered], [c for _, c in ordered], [keys[k] for k in ordered], now)
+    return {(r[1], r[2]): SessionRow(*r) for r in rows}
+
+
+_UPDATE_SESSIONS = ("UPDATE sessions SET updated_at = $1, pauses = $2, is_paused = $3, pause_reason = $4, "
+                    "paused_by = $5, paused_at = $6, resumes_at = $7, last_human_at = $8, last_message_at = $9, "
+                    "push_name = $10 WHERE id = $11")
+
+
+def update_sessions(db: Driver, rows: list[tuple[Any, ...]]) -> None:
+    """Write back sessions: (updated_at, pauses, is_paused, pause_reason, paused_by, paused_at, resumes_at,
+    last_human_at, last_message_at, push_name, id) each."""
+    db.executemany(_UPDATE_SESSIONS, rows)
+
+
+_INSERT_EVENTS = ("INSERT INTO session_events (tenant_id, session_id, at, change, reason, actor, message_id, "
+                  "resumes_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+
+
+def insert_events(db: Driver, rows: list[tuple[Any, ...]]) -> None:
+    db.executemany(_INSERT_EVENTS, rows)
+
+
+# -- messages -------------------------------------------------------------------------------------------------
+
+
+_STORED = ("SELECT m.tenant_id, m.message_id, m.direction FROM messages m JOIN unnest($1::integer[], $2::text[]) "
+           "AS u(t, i) ON m.tenant_id = u.t AND m.message_id = u.i UNION ALL SELECT d.tenant_id, d.message_id, NULL "
+           "FROM message_tombstones d JOIN unnest($1::integer[], $2::text[]) AS u(t, i) "
+           "ON d.tenant_id = u.t AND d.message_id = u.i")
+
+
+def stored_directions(db: Driver, ids: set[tuple[int, str]], deleted: str) -> dict[tuple[int, str], str]:
+    """Which (tenant, message id) pairs are stored, with who wrote them; tombstones count as ``deleted`` (a stored
+    row wins over a tombstone)."""
+    pairs = list(ids)
+    found: dict[tuple[int, str], str] = {}
+    for t, m, direction in db.fetch(_STORED, [p[0] for p in pairs], [p[1] for p in pairs]):
+        if direction is not None:
+            found[(t, m)] = direction
+        elif (t, m) not in found:
+            found[(t, m)] = deleted
+    return found
+
+
+_INSERT_MESSAGES = ("INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, "
+                    "kind, message_type, text, push_name, wa_timestamp, received_at, action, raw) VALUES ($1, $2, $3, "
+                    "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (tenant_id, message_id) "
+                    "DO NOTHING")
+
+
+def insert_messages(db: Driver, rows: list[tuple[Any, ...]]) -> None:
+    """Store messages (rows in ``_INSERT_MESSAGES``'s column order); an id stored meanwhile is left as it is."""
+    db.executemany(_INSERT_MESSAGES, rows)
+
+
+def insert_aliases(db: Driver, rows: list[tuple[int, str, str]]) -> None:
+    db.executemany("INSERT INTO chat_aliases (tenant_id, lid, chat_id) VALUES ($1, $2, $3) "
+                   "ON CONFLICT (tenant_id, lid) DO NOTHING", rows)
+
+
+# -- the reply queue ------------------------------------------------------------------------------------------
+
+
+def recent_sends(db: Driver, session_ids: Iterable[int], since: datetime) -> list[SendRow]:
+    """The jobs of these chats that sent or are sending a text since ``since``, oldest first."""
+    return [SendRow(*r) for r in db.fetch(
+        "SELECT id, tenant_id, chat_id, reply_text, sent_message_id, parts, parts_sent FROM reply_jobs "
+        "WHERE session_id = ANY($1::integer[]) AND attempted_at >= $2 AND reply_text IS NOT NULL ORDER BY id",
+        list(session_ids), since)]
+
+
+def recent_replies(db: Driver, session_ids: Iterable[int], since: datetime, reply: str,
+                   dropped: Sequence[str]) -> list[tuple[int, datetime, str]]:
+    """(session_id, created_at, status) of the model replies of these chats started since ``since`` and not
+    ``dropped``."""
+    return [tuple(r) for r in db.fetch(  # type: ignore[misc]
+        "SELECT session_id, created_at, status FROM reply_jobs WHERE session_id = ANY($1::integer[]) AND kind = $2 "
+        "AND created_at >= $3 AND status <> ALL($4::text[])", list(session_ids), reply, since, list(dropped))]
+
+
+_ENQUEUE_REPLY = ("INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id, trigger_message_id, status, "
+                  "attempts, received_at, created_at, last_message_id, due_at, updated_at) VALUES ($1, $2, $3, $4, "
+                  "$5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (session_id) WHERE status = 'queued' AND "
+                  "kind = 'reply' DO UPDATE SET due_at = excluded.due_at, last_message_id = excluded.last_message_id, "
+                  "updated_at = excluded.updated_at")
+
+
+def enqueue_replies(db: Driver, rows: list[tuple[Any, ...]]) -> None:
+    """The debounced upsert of replies (rows in ``_ENQUEUE_REPLY``'s column order)."""
+    db.executemany(_ENQUEUE_REPLY, rows)
+
+
+def skip_queued(db: Driver, session_ids: list[int], now: datetime, reason: str, skipped: str,
+                other_kinds: Sequence[str]) -> None:
+    """Drop the waiting jobs of these chats: their queued reply (through the partial index) and their other
+    queued jobs of the kinds a pause skips."""
+    db.execute("UPDATE reply_jobs SET status = $1, updated_at = $2, last_error = $3 WHERE session_id = "
+               "ANY($4::integer[]) AND status = 'queued' AND kind = 'reply'", skipped, now, reason, session_ids)
+    db.execute("UPDATE reply_jobs SET status = $1, updated_at = $2, last_error = $3 WHERE session_id = "
+               "ANY($4::integer[]) AND status = 'queued' AND kind = ANY($5::text[])", skipped, now, reason,
+               session_ids, list(other_kinds))
+
+
+def settle_echoes(db: Driver, echoes: dict[int, str], now: datetime, sent: str, unknown: str) -> None:
+    """The echoes of these jobs' texts arrived (job id -> the echo's id): keep the id; an ``unknown`` job that is
+    not a paced reply becomes ``sent``."""
+    db.executemany("UPDATE reply_jobs SET sent_message_id = $1 WHERE id = $2 AND sent_message_id IS NULL",
+                   [(mid, job_id) for job_id, mid in echoes.items()])
+    db.executemany("UPDATE reply_jobs SET status = $1, sent_at = $2, last_error = NULL WHERE id = $3 "
+                   "AND status = $4 AND parts IS NULL", [(sent, now, job_id, unknown) for job_id in echoes])
+
+
+_CLAIM = (
+    "UPDATE reply_jobs AS j SET status = 'running', attempts = j.attempts + 1, claimed_by = $1, lease_until = $2, "
+    "updated_at = $3 WHERE j.id IN (SELECT p.id FROM reply_jobs AS p WHERE p.status IN ('queued', 'retry') "
+    "AND p.due_at <= $3 AND (NOT $6::boolean OR p.reply_text IS NOT NULL) AND (p.kind != 'reply' OR NOT EXISTS "
+    "(SELECT 1 FROM reply_jobs AS busy WHERE busy.session_id = p.session_id AND busy.kind = 'reply' AND busy.status "
+    "IN ('running', 'sending'))) ORDER BY p.due_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+    "RETURNING j.id, j.kind, j.tenant_id, j.session_id, j.chat_id, j.trigger_message_id, j.last_message_id, "
+    "j.attempts, j.reply_text, j.received_at, j.parts, j.parts_sent, j.last_error, "
+    "coalesce((SELECT s.is_paused FROM sessions AS s WHERE s.id = j.session_id), false), "
+    "coalesce((SELECT t.paused_at IS NOT NULL AND (t.paused_until IS NULL OR t.paused_until > $3) FROM tenants AS t "
+    "WHERE t.id = j.tenant_id), false), "
+    "(SELECT coalesce(json_agg(json_build_array(h.direction, h.text) ORDER BY h.received_at, h.id), '[]')::text "
+    "FROM (SELECT m.direction, m.text, m.received_at, m.id FROM messages AS m WHERE m.session_id = j.session_id "
+    "AND m.text IS NOT NULL ORDER BY m.received_at DESC, m.id DESC LIMIT $5) AS h)")
+
+
+def claim(db: Driver, *, now: datetime, worker_id: str, lease_until: datetime, limit: int, written_only: bool,
+          history_limit: int) -> list[ClaimRow]:
+    """Take up to ``limit`` due jobs (the oldest due first; FOR UPDATE SKIP LOCKED: several processes never take
+    one job twice), one reply of a chat at a time, with their chats' state and history, in one round trip;
+    ``written_only``: only jobs whose text is written already."""
+    rows = db.fetch(_CLAIM, worker_id, lease_until, now, limit, history_limit, written_only)
+    return sorted((ClaimRow(*r[:15], tuple(tuple(turn) for turn in json.loads(r[15]))) for r in rows),
+                  key=lambda row: row.id)
+
+
+_PAUSE_CHECK = (
+    "WITH s AS (SELECT is_paused FROM sessions WHERE id = $1 FOR UPDATE), "
+    "t AS (SELECT paused_at, paused_until FROM tenants WHERE id = $2 FOR SHARE) "
+    "SELECT (SELECT is_paused FROM s), coalesce((SELECT paused_at IS NOT NULL AND (paused_until IS NULL OR "
+    "paused_until > $3) FROM t), false)")
+
+
+def pause_check(db: Driver, session_id: int, tenant_id: int, now: datetime) -> tuple[bool | None, bool]:
+    """Whether the chat is paused (None: it is gone) and whether its tenant is paused as a whole, at ``now``, in one
+    round trip that locks them: the session FOR UPDATE, the tenant FOR SHARE (a pause being committed by another
+    process waits for this transaction, or is seen by it)."""
+    chat, tenant = db.fetch(_PAUSE_CHECK, session_id, tenant_id, now)[0]
+    return chat, tenant
+
+
+def move_mine(db: Driver, job_id: int, worker_id: str, running: str, values: dict[str, Any]) -> int:
+    """``UPDATE reply_jobs SET values`` of a job this worker runs (``running``, claimed by it); how many rows moved."""
+    names = list(values)
+    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=4))
+    status = db.execute(f"UPDATE reply_jobs SET {sets} WHERE id = $1 AND status = $2 AND claimed_by = $3",
+                        job_id, running, worker_id, *values.values())
+    return int(status.rpartition(" ")[2])
+
+
+def ts(value: datetime | None) -> datetime | None:
+    """Timestamps go to asyncpg as they are (aware datetimes, ``timestamptz``)."""
+    return value
