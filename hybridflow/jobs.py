@@ -140,23 +140,33 @@ def _enqueue_reply(dialect: str) -> Any:
     )
 
 
-def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -> None:
-    """Queue a reply per chat, or move the chat's waiting reply to the latest message (debounce)."""
+def _merged_replies(replies: Iterable[Reply], now: datetime) -> list[dict[str, Any]]:
+    """One row per chat: the first message triggers the reply, the last one sets its due time."""
     merged: dict[int, dict[str, Any]] = {}
-    for reply in replies:  # one row per chat: the first message triggers, the last one sets the due time
+    for reply in replies:
         row = merged.setdefault(reply.session_id, {
             "kind": JobKind.REPLY, "tenant_id": reply.tenant_id, "session_id": reply.session_id,
             "chat_id": reply.chat_id, "trigger_message_id": reply.message_id, "status": QUEUED, "attempts": 0,
             "received_at": now, "created_at": now})
         row.update(last_message_id=reply.message_id, due_at=reply.due_at, updated_at=now)
-    fast = hot(conn) if merged else None
+    return list(merged.values())
+
+
+def reply_rows(replies: Iterable[Reply], now: datetime, ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    """``enqueue_replies``'s rows for the driver's statement of a dialect (timestamps bound by its ``ts``)."""
+    return [(JobKind.REPLY.value, r["tenant_id"], r["session_id"], r["chat_id"], r["trigger_message_id"],
+             QUEUED.value, 0, ts(now), ts(now), r["last_message_id"], ts(r["due_at"]), ts(now))
+            for r in _merged_replies(replies, now)]
+
+
+def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -> None:
+    """Queue a reply per chat, or move the chat's waiting reply to the latest message (debounce)."""
+    replies = list(replies)
+    fast = hot(conn) if replies else None
     if fast is not None:
-        ts = fast.sql.ts
-        fast.sql.enqueue_replies(fast.raw, [(
-            JobKind.REPLY.value, r["tenant_id"], r["session_id"], r["chat_id"], r["trigger_message_id"], QUEUED.value,
-            0, ts(now), ts(now), r["last_message_id"], ts(r["due_at"]), ts(now)) for r in merged.values()])
-    elif merged:
-        conn.execute(_enqueue_reply(conn.dialect.name), list(merged.values()))
+        fast.sql.enqueue_replies(fast.raw, reply_rows(replies, now, fast.sql.ts))
+    elif replies:
+        conn.execute(_enqueue_reply(conn.dialect.name), _merged_replies(replies, now))
 
 
 @functools.cache

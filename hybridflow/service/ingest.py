@@ -29,6 +29,7 @@ from hybridflow.pauses import Pause
 from hybridflow.service import notifications
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.sql import hot
+from hybridflow.sql import postgresql as postgresql_sql
 from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
@@ -417,15 +418,23 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                 session.resumes_at)))
         results.append(IngestResult(action, item.tenant.instance, event.chat_jid, event.message_id, reason,
                                     session.is_paused, session.resumes_at))
-    _insert_messages(conn, messages)
     new_ids = {(m["tenant_id"], m["message_id"]) for m in messages if m["direction"] != BOT}
     _remember_aliases(conn, [i for i in items if (i.tenant.id, i.event.message_id) in new_ids])
     # A chat created by this batch that kept nothing (only ids of a forgotten chat, answered duplicate) is not kept.
     kept = {m["session_id"] for m in messages}
     _drop_sessions(conn, [s.id for key, s in sessions.items()
                           if locked[key].created_at == now and s.id not in kept and not s.is_paused])
-    write_sessions(conn, [s for s in sessions.values() if s.dirty], now)
-    jobs.enqueue_replies(conn, replies, now)
+    dirty = [s for s in sessions.values() if s.dirty]
+    fast = hot(conn)
+    if fast is not None and fast.sql is postgresql_sql:  # one round trip for the batch's writes
+        _skip_for_pauses(conn, dirty, now)
+        ts = fast.sql.ts
+        fast.sql.write_batch(fast.raw, messages=_message_tuples(messages, ts), sessions=_session_tuples(dirty, now, ts),
+                             events=_event_tuples(dirty, ts), replies=jobs.reply_rows(replies, now, ts))
+    else:
+        _insert_messages(conn, messages)
+        write_sessions(conn, dirty, now)
+        jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
     for tenant, alert in alerts:
         notifications.queue(conn, tenant, alert, now)
@@ -440,11 +449,24 @@ def _insert_messages(conn: Connection, messages: list[dict[str, Any]]) -> None:
     if fast is None:
         conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
         return
-    ts = fast.sql.ts
-    fast.sql.insert_messages(fast.raw, [(
-        m["tenant_id"], m["session_id"], m["message_id"], m["chat_id"], m["event"], str(m["direction"]), m["from_me"],
-        m["kind"], m["message_type"], m["text"], m["push_name"], ts(m["wa_timestamp"]), ts(m["received_at"]),
-        str(m["action"]), m["raw"]) for m in messages])
+    fast.sql.insert_messages(fast.raw, _message_tuples(messages, fast.sql.ts))
+
+
+def _message_tuples(messages: list[dict[str, Any]], ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    """Message rows for the driver's statements (``hybridflow.sql``), timestamps bound by the dialect's ``ts``."""
+    return [(m["tenant_id"], m["session_id"], m["message_id"], m["chat_id"], m["event"], str(m["direction"]),
+             m["from_me"], m["kind"], m["message_type"], m["text"], m["push_name"], ts(m["wa_timestamp"]),
+             ts(m["received_at"]), str(m["action"]), m["raw"]) for m in messages]
+
+
+def _session_tuples(dirty: list[SessionState], now: datetime, ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    return [(ts(now), pauses.dump(s.held), s.is_paused, s.pause_reason, s.paused_by, ts(s.paused_at),
+             ts(s.resumes_at), ts(s.last_human_at), ts(s.last_message_at), s.push_name, s.id) for s in dirty]
+
+
+def _event_tuples(dirty: list[SessionState], ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    return [(s.tenant_id, s.id, ts(c["at"]), c["change"], str(c["reason"]), str(c["actor"]), c["message_id"],
+             ts(c["resumes_at"])) for s in dirty for c in s.changes]
 
 
 def _owner_lids(conn: Connection, items: list[Inbound]) -> set[tuple[int, str]]:
@@ -499,13 +521,8 @@ def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -
         return
     fast = hot(conn)
     if fast is not None:
-        ts = fast.sql.ts
-        fast.sql.update_sessions(fast.raw, [(
-            ts(now), pauses.dump(s.held), s.is_paused, s.pause_reason, s.paused_by, ts(s.paused_at), ts(s.resumes_at),
-            ts(s.last_human_at), ts(s.last_message_at), s.push_name, s.id) for s in dirty])
-        events = [(
-            s.tenant_id, s.id, ts(c["at"]), c["change"], str(c["reason"]), str(c["actor"]), c["message_id"],
-            ts(c["resumes_at"])) for s in dirty for c in s.changes]
+        fast.sql.update_sessions(fast.raw, _session_tuples(dirty, now, fast.sql.ts))
+        events = _event_tuples(dirty, fast.sql.ts)
         if events:
             fast.sql.insert_events(fast.raw, events)
     else:
@@ -515,6 +532,10 @@ def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -
         changes = [{"tenant_id": s.tenant_id, "session_id": s.id, **c} for s in dirty for c in s.changes]
         if changes:
             conn.execute(sa.insert(EVENTS), changes)
-    # Replies still waiting for a chat that a human just took over are dropped at once.
+    _skip_for_pauses(conn, dirty, now)
+
+
+def _skip_for_pauses(conn: Connection, dirty: list[SessionState], now: datetime) -> None:
+    """Replies still waiting for a chat that a human just took over are dropped at once."""
     jobs.skip_queued(conn, [s.id for s in dirty if any(c["change"] == "paused" for c in s.changes)], now,
                      "paused before the reply was generated")

@@ -234,6 +234,47 @@ def move_mine(db: Driver, job_id: int, worker_id: str, running: str, values: dic
     return int(status.rpartition(" ")[2])
 
 
+_WRITE_BATCH = (
+    "WITH m AS (INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, kind, "
+    "message_type, text, push_name, wa_timestamp, received_at, action, raw) SELECT * FROM unnest($1::integer[], "
+    "$2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::text[], $9::text[], $10::text[], "
+    "$11::text[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) "
+    "ON CONFLICT (tenant_id, message_id) DO NOTHING RETURNING 1), "
+    "s AS (UPDATE sessions AS x SET updated_at = u.updated_at, pauses = u.pauses, is_paused = u.is_paused, "
+    "pause_reason = u.pause_reason, paused_by = u.paused_by, paused_at = u.paused_at, resumes_at = u.resumes_at, "
+    "last_human_at = u.last_human_at, last_message_at = u.last_message_at, push_name = u.push_name "
+    "FROM unnest($16::timestamptz[], $17::text[], $18::boolean[], $19::text[], $20::text[], $21::timestamptz[], "
+    "$22::timestamptz[], $23::timestamptz[], $24::timestamptz[], $25::text[], $26::integer[]) AS u(updated_at, pauses, "
+    "is_paused, pause_reason, paused_by, paused_at, resumes_at, last_human_at, last_message_at, push_name, id) "
+    "WHERE x.id = u.id RETURNING 1), "
+    "e AS (INSERT INTO session_events (tenant_id, session_id, at, change, reason, actor, message_id, resumes_at) "
+    "SELECT * FROM unnest($27::integer[], $28::integer[], $29::timestamptz[], $30::text[], $31::text[], $32::text[], "
+    "$33::text[], $34::timestamptz[]) RETURNING 1), "
+    "j AS (INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id, trigger_message_id, status, attempts, "
+    "received_at, created_at, last_message_id, due_at, updated_at) SELECT * FROM unnest($35::text[], $36::integer[], "
+    "$37::integer[], $38::text[], $39::text[], $40::text[], $41::integer[], $42::timestamptz[], $43::timestamptz[], "
+    "$44::text[], $45::timestamptz[], $46::timestamptz[]) ON CONFLICT (session_id) WHERE status = 'queued' AND "
+    "kind = 'reply' DO UPDATE SET due_at = excluded.due_at, last_message_id = excluded.last_message_id, "
+    "updated_at = excluded.updated_at RETURNING 1) "
+    "SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM s), (SELECT count(*) FROM e), (SELECT count(*) FROM j)")
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column (what ``unnest`` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def write_batch(db: Driver, *, messages: Sequence[Sequence[Any]], sessions: Sequence[Sequence[Any]],
+                events: Sequence[Sequence[Any]], replies: Sequence[Sequence[Any]]) -> None:
+    """The batch's writes in one statement: its messages (``insert_messages``' rows), sessions written back
+    (``update_sessions``'), pause events (``insert_events``') and replies queued (``enqueue_replies``'). Each table
+    is written by one part of it, and no row twice, so the parts never see or undo one another."""
+    if not (messages or sessions or events or replies):
+        return
+    db.fetch(_WRITE_BATCH, *_columns(messages, 15), *_columns(sessions, 11), *_columns(events, 8),
+             *_columns(replies, 12))
+
+
 def ts(value: datetime | None) -> datetime | None:
     """Timestamps go to asyncpg as they are (aware datetimes, ``timestamptz``)."""
     return value

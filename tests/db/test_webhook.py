@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
@@ -103,6 +104,20 @@ async def test_shared_secret_in_bearer_or_token_header(client: TestClient, servi
     assert (await post(client, upsert("b"), headers={"Authorization": "Bearer wrong"})).status == 401
     assert (await post(client, upsert("c"), headers={"Authorization": "Bearer s3cret"})).status == 200
     assert (await post(client, upsert("d"), headers={"X-Hybridflow-Token": "s3cret"})).status == 200
+
+
+async def test_a_tenant_changed_by_another_process_applies_within_5_seconds(
+        client: TestClient, service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    """As the README says: a running serve picks up tenant changes within 5 seconds. Webhooks keep coming meanwhile
+    (the tenant is read again in the background while it is still cached), and each is answered."""
+    assert (await post(client, upsert("before"))).status == 200
+    async with Service.open(settings) as cli:  # `hybridflow tenants update --webhook-secret` in another process
+        await cli.update_tenant("test-instance", TenantChanges(webhook_secret="s3cret"))
+    changed = time.monotonic()
+    while (await post(client, upsert("meanwhile"))).status == 200:
+        assert time.monotonic() - changed < 5.5, "the new webhook secret was not applied within 5 s"
+        await asyncio.sleep(0.1)
+    assert (await post(client, upsert("after"), headers={"Authorization": "Bearer s3cret"})).status == 200
 
 
 async def test_evolution_jwt_mode(client: TestClient, service: Service) -> None:
