@@ -70,7 +70,11 @@ def validate(body: object, raw: str) -> Webhook:
 
 def plausible(value: str | None) -> bool:
     """An id or name we can store and look up on both databases: bounded, printable, valid Unicode."""
-    return bool(value) and len(value) <= MAX_ID_LENGTH and storable_text(value) == value and value.isprintable()
+    if not value or len(value) > MAX_ID_LENGTH:
+        return False
+    if value.isascii():  # the usual id: no surrogate can hide in it, and a NUL is not printable
+        return value.isprintable()
+    return storable_text(value) == value and value.isprintable()
 
 
 def storable_text(value: str | None, limit: int = MAX_TEXT) -> str | None:

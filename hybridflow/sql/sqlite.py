@@ -36,14 +36,23 @@ def driver(conn: Connection) -> sqlite3.Connection | None:
 
 def ts(value: datetime | None) -> str | None:
     """A timestamp as SQLAlchemy stores it on SQLite: naive UTC text with microseconds."""
+    global _last_ts
     if value is None:
         return None
+    given, last = value, _last_ts
+    if given is last[0]:  # a batch binds its ``now`` many times
+        return last[1]
     if value.tzinfo is not UTC:
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(UTC)
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:"
+    text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:"
             f"{value.second:02d}.{value.microsecond:06d}")
+    _last_ts = (given, text)
+    return text
+
+
+_last_ts: tuple[datetime | None, str | None] = (None, None)
 
 
 def parse_ts(value: str | None) -> datetime | None:
