@@ -6,11 +6,15 @@ SQLite's own work. The schema, its migrations and every cold path stay with SQLM
 statements run on the connection SQLAlchemy gives the batch, inside its transaction.
 
 Timestamps are bound as exactly the text SQLAlchemy's ``DATETIME`` stores on SQLite (``2026-12-01 17:13:31.000123``,
-UTC, always with microseconds), so comparisons with rows written either way keep working.
+UTC, always with microseconds), so comparisons with rows written either way keep working. Lists travel as one JSON
+array (``IN (SELECT value FROM json_each(?))``, ``INSERT ... SELECT ... FROM json_each(?)``): each statement has one
+text whatever the batch's size, so sqlite3 prepares it once and keeps it (one text per size filled its statement
+cache with hundreds of compiled statements: memory that grew with the variety of batch sizes).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,10 +23,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from hybridflow.sql.rows import ClaimRow, SendRow, SessionRow
-
-# SQLite's default limit of bound variables per statement on older builds; multi-row statements stay under it
-# (with room for the few other values a statement binds).
-MAX_VARIABLES = 999 - 16
 
 
 def driver(conn: Connection) -> sqlite3.Connection | None:
@@ -60,16 +60,9 @@ def parse_ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def marks(count: int) -> str:
-    """``?,?,?`` for an IN list of ``count`` values."""
-    return ",".join("?" * count)
-
-
-def chunks(items: Sequence[Any], per_item: int) -> Iterable[Sequence[Any]]:
-    """``items`` in slices whose bound variables stay under ``MAX_VARIABLES``."""
-    size = max(MAX_VARIABLES // per_item, 1)
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def json_list(values: Iterable[Any]) -> str:
+    """A list bound as one JSON array, for ``json_each``."""
+    return json.dumps(list(values))
 
 
 # -- sessions -------------------------------------------------------------------------------------------------
@@ -79,26 +72,21 @@ _SESSION_COLUMNS = ("id, tenant_id, chat_id, is_paused, pause_reason, paused_by,
                     "last_human_at, last_message_at, push_name, pauses, created_at")
 
 
+_LOCK_SESSIONS = (
+    "INSERT INTO sessions (tenant_id, chat_id, chat_kind, is_paused, created_at, updated_at) SELECT "
+    "json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), 0, ?, ? "
+    "FROM json_each(?) WHERE true ON CONFLICT (tenant_id, chat_id) DO UPDATE SET updated_at = excluded.updated_at "
+    "RETURNING " + _SESSION_COLUMNS)
+
+
 def lock_sessions(raw: sqlite3.Connection, keys: dict[tuple[int, str], str],
                   now: datetime) -> dict[tuple[int, str], SessionRow]:
     """Create the sessions of ``keys`` (each with its chat kind) that do not exist yet and return all of them
     (the transaction is SQLite's one writer: nothing else changes them until it commits)."""
     stamp = ts(now)
-    found: dict[tuple[int, str], SessionRow] = {}
-    for part in chunks(sorted(keys), 6):
-        params: list[Any] = []
-        for tenant_id, chat_id in part:
-            params += (tenant_id, chat_id, keys[(tenant_id, chat_id)], 0, stamp, stamp)
-        rows = raw.execute(
-            "INSERT INTO sessions (tenant_id, chat_id, chat_kind, is_paused, created_at, updated_at) VALUES "
-            + ",".join(["(?,?,?,?,?,?)"] * len(part))
-            + " ON CONFLICT (tenant_id, chat_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING "
-            + _SESSION_COLUMNS, params).fetchall()
-        for r in rows:
-            found[(r[1], r[2])] = SessionRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5], parse_ts(r[6]),
-                                             parse_ts(r[7]), parse_ts(r[8]), parse_ts(r[9]), r[10], r[11],
-                                             parse_ts(r[12]))
-    return found
+    rows = raw.execute(_LOCK_SESSIONS, (stamp, stamp, json.dumps([[t, c, keys[(t, c)]] for t, c in keys]))).fetchall()
+    return {(r[1], r[2]): SessionRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5], parse_ts(r[6]), parse_ts(r[7]),
+                                     parse_ts(r[8]), parse_ts(r[9]), r[10], r[11], parse_ts(r[12])) for r in rows}
 
 
 _UPDATE_SESSION = ("UPDATE sessions SET updated_at = ?, pauses = ?, is_paused = ?, pause_reason = ?, paused_by = ?, "
@@ -130,17 +118,18 @@ def stored_directions(raw: sqlite3.Connection, ids: set[tuple[int, str]], delete
         by_tenant.setdefault(tenant_id, []).append(message_id)
     found: dict[tuple[int, str], str] = {}
     for tenant_id, message_ids in by_tenant.items():
-        for part in chunks(message_ids, 2):
-            holes = marks(len(part))
-            for t, m, direction in raw.execute(
-                    f"SELECT tenant_id, message_id, direction FROM messages WHERE tenant_id = ? AND message_id IN "
-                    f"({holes}) UNION ALL SELECT tenant_id, message_id, NULL FROM message_tombstones "
-                    f"WHERE tenant_id = ? AND message_id IN ({holes})", (tenant_id, *part, tenant_id, *part)):
-                if direction is not None:
-                    found[(t, m)] = direction
-                elif (t, m) not in found:
-                    found[(t, m)] = deleted
+        listed = json_list(message_ids)
+        for t, m, direction in raw.execute(_STORED, (tenant_id, listed, tenant_id, listed)):
+            if direction is not None:
+                found[(t, m)] = direction
+            elif (t, m) not in found:
+                found[(t, m)] = deleted
     return found
+
+
+_STORED = ("SELECT tenant_id, message_id, direction FROM messages WHERE tenant_id = ? AND message_id IN "
+           "(SELECT value FROM json_each(?)) UNION ALL SELECT tenant_id, message_id, NULL FROM message_tombstones "
+           "WHERE tenant_id = ? AND message_id IN (SELECT value FROM json_each(?))")
 
 
 _INSERT_MESSAGE = ("INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, kind, "
@@ -164,28 +153,20 @@ def insert_aliases(raw: sqlite3.Connection, rows: list[tuple[int, str, str]]) ->
 
 def recent_sends(raw: sqlite3.Connection, session_ids: Iterable[int], since: datetime) -> list[SendRow]:
     """The jobs of these chats that sent or are sending a text since ``since``, oldest first."""
-    out: list[SendRow] = []
-    for part in chunks(list(session_ids), 1):
-        out += map(SendRow._make, raw.execute(
-            "SELECT id, tenant_id, chat_id, reply_text, sent_message_id, parts, parts_sent FROM reply_jobs "
-            f"WHERE session_id IN ({marks(len(part))}) AND attempted_at >= ? AND reply_text IS NOT NULL",
-            (*part, ts(since))))
-    out.sort(key=lambda row: row.id)
-    return out
+    return list(map(SendRow._make, raw.execute(
+        "SELECT id, tenant_id, chat_id, reply_text, sent_message_id, parts, parts_sent FROM reply_jobs WHERE "
+        "session_id IN (SELECT value FROM json_each(?)) AND attempted_at >= ? AND reply_text IS NOT NULL ORDER BY id",
+        (json_list(session_ids), ts(since)))))
 
 
 def recent_replies(raw: sqlite3.Connection, session_ids: Iterable[int], since: datetime, reply: str,
                    dropped: Sequence[str]) -> list[tuple[int, datetime, str]]:
     """(session_id, created_at, status) of the model replies of these chats started since ``since`` and not
     ``dropped``."""
-    ids = list(session_ids)
-    out: list[tuple[int, datetime, str]] = []
-    for part in chunks(ids, 1):
-        out += [(session_id, parse_ts(created_at), status) for session_id, created_at, status in raw.execute(
-            f"SELECT session_id, created_at, status FROM reply_jobs WHERE session_id IN ({marks(len(part))}) "
-            f"AND kind = ? AND created_at >= ? AND status NOT IN ({marks(len(dropped))})",
-            (*part, reply, ts(since), *dropped))]
-    return out
+    return [(session_id, parse_ts(created_at), status) for session_id, created_at, status in raw.execute(
+        "SELECT session_id, created_at, status FROM reply_jobs WHERE session_id IN (SELECT value FROM json_each(?)) "
+        "AND kind = ? AND created_at >= ? AND status NOT IN (SELECT value FROM json_each(?))",
+        (json_list(session_ids), reply, ts(since), json_list(dropped)))]
 
 
 _ENQUEUE_REPLY = ("INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id, trigger_message_id, status, attempts, "
@@ -204,14 +185,13 @@ def skip_queued(raw: sqlite3.Connection, session_ids: list[int], now: datetime, 
                 other_kinds: Sequence[str]) -> None:
     """Drop the waiting jobs of these chats: their queued reply (through the partial index) and their other
     queued jobs of the kinds a pause skips."""
-    stamp = ts(now)
-    for part in chunks(session_ids, 1):
-        holes = marks(len(part))
-        raw.execute(f"UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN ({holes}) "
-                    "AND status = 'queued' AND kind = 'reply'", (skipped, stamp, reason, *part))
-        raw.execute(f"UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN ({holes}) "
-                    f"AND status = 'queued' AND kind IN ({marks(len(other_kinds))})",
-                    (skipped, stamp, reason, *part, *other_kinds))
+    stamp, listed = ts(now), json_list(session_ids)
+    raw.execute("UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN "
+                "(SELECT value FROM json_each(?)) AND status = 'queued' AND kind = 'reply'",
+                (skipped, stamp, reason, listed))
+    raw.execute("UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN "
+                "(SELECT value FROM json_each(?)) AND status = 'queued' AND kind IN (SELECT value FROM json_each(?))",
+                (skipped, stamp, reason, listed, json_list(other_kinds)))
 
 
 def settle_echoes(raw: sqlite3.Connection, echoes: dict[int, str], now: datetime, sent: str, unknown: str) -> None:
@@ -251,19 +231,16 @@ def claim(raw: sqlite3.Connection, *, now: datetime, worker_id: str, lease_until
 
 def sessions_paused(raw: sqlite3.Connection, session_ids: Iterable[int]) -> dict[int, bool]:
     """Whether each of these sessions is paused (the ones that exist)."""
-    ids = list(session_ids)
-    found: dict[int, bool] = {}
-    for part in chunks(ids, 1):
-        found.update((sid, bool(paused)) for sid, paused in raw.execute(
-            f"SELECT id, is_paused FROM sessions WHERE id IN ({marks(len(part))})", part))
-    return found
+    return {sid: bool(paused) for sid, paused in raw.execute(
+        "SELECT id, is_paused FROM sessions WHERE id IN (SELECT value FROM json_each(?))", (json_list(session_ids),))}
 
 
 def tenants_paused(raw: sqlite3.Connection, tenant_ids: list[int], now: datetime) -> set[int]:
     """Which of these tenants are paused as a whole at ``now``."""
     stamp = ts(now)
     return {tenant_id for tenant_id, paused_at, until in raw.execute(
-        f"SELECT id, paused_at, paused_until FROM tenants WHERE id IN ({marks(len(tenant_ids))})", tenant_ids)
+        "SELECT id, paused_at, paused_until FROM tenants WHERE id IN (SELECT value FROM json_each(?))",
+        (json_list(tenant_ids),))
         if paused_at is not None and (until is None or until > stamp)}
 
 
