@@ -153,20 +153,18 @@ def _merged_replies(replies: Iterable[Reply], now: datetime) -> list[dict[str, A
 
 
 def reply_rows(replies: Iterable[Reply], now: datetime, ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
-    """``enqueue_replies``'s rows for the driver's statement of a dialect (timestamps bound by its ``ts``)."""
+    """The queued replies' rows for a dialect's ``write_batch`` (timestamps bound by its ``ts``)."""
     return [(JobKind.REPLY.value, r["tenant_id"], r["session_id"], r["chat_id"], r["trigger_message_id"],
              QUEUED.value, 0, ts(now), ts(now), r["last_message_id"], ts(r["due_at"]), ts(now))
             for r in _merged_replies(replies, now)]
 
 
 def enqueue_replies(conn: Connection, replies: Iterable[Reply], now: datetime) -> None:
-    """Queue a reply per chat, or move the chat's waiting reply to the latest message (debounce)."""
-    replies = list(replies)
-    fast = hot(conn) if replies else None
-    if fast is not None:
-        fast.sql.enqueue_replies(fast.raw, reply_rows(replies, now, fast.sql.ts))
-    elif replies:
-        conn.execute(_enqueue_reply(conn.dialect.name), _merged_replies(replies, now))
+    """Queue a reply per chat, or move the chat's waiting reply to the latest message (debounce), through Core
+    (where the driver's own statements are used, ``reply_rows`` goes into the batch's ``write_batch``)."""
+    rows = _merged_replies(replies, now)
+    if rows:
+        conn.execute(_enqueue_reply(conn.dialect.name), rows)
 
 
 @functools.cache

@@ -29,7 +29,6 @@ from hybridflow.pauses import Pause
 from hybridflow.service import notifications
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.sql import hot
-from hybridflow.sql import postgresql as postgresql_sql
 from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
 from hybridflow.validation import storable_text
 
@@ -426,13 +425,14 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
                           if locked[key].created_at == now and s.id not in kept and not s.is_paused])
     dirty = [s for s in sessions.values() if s.dirty]
     fast = hot(conn)
-    if fast is not None and fast.sql is postgresql_sql:  # one round trip for the batch's writes
+    if fast is not None:  # the batch's writes together (on PostgreSQL, one round trip)
         _skip_for_pauses(conn, dirty, now)
         ts = fast.sql.ts
         fast.sql.write_batch(fast.raw, messages=_message_tuples(messages, ts), sessions=_session_tuples(dirty, now, ts),
                              events=_event_tuples(dirty, ts), replies=jobs.reply_rows(replies, now, ts))
     else:
-        _insert_messages(conn, messages)
+        if messages:
+            conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
         write_sessions(conn, dirty, now)
         jobs.enqueue_replies(conn, replies, now)
     jobs.enqueue_notices(conn, notices, now)
@@ -440,16 +440,6 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         notifications.queue(conn, tenant, alert, now)
     jobs.settle_echoes(conn, matched_echoes, now)
     return results
-
-
-def _insert_messages(conn: Connection, messages: list[dict[str, Any]]) -> None:
-    if not messages:
-        return
-    fast = hot(conn)
-    if fast is None:
-        conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
-        return
-    fast.sql.insert_messages(fast.raw, _message_tuples(messages, fast.sql.ts))
 
 
 def _message_tuples(messages: list[dict[str, Any]], ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
@@ -521,10 +511,8 @@ def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -
         return
     fast = hot(conn)
     if fast is not None:
-        fast.sql.update_sessions(fast.raw, _session_tuples(dirty, now, fast.sql.ts))
-        events = _event_tuples(dirty, fast.sql.ts)
-        if events:
-            fast.sql.insert_events(fast.raw, events)
+        fast.sql.write_batch(fast.raw, messages=(), sessions=_session_tuples(dirty, now, fast.sql.ts),
+                             events=_event_tuples(dirty, fast.sql.ts), replies=())
     else:
         conn.execute(_statements(conn.dialect.name)["update_sessions"],
                      [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),

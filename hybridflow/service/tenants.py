@@ -520,14 +520,8 @@ class Tenants:
         read again shortly before it expires, in the background, so no webhook waits for it."""
         if removed_too:  # never cached: webhooks of a removed tenant must keep answering 404
             return await self._read(instance, removed_too=True)
-        if not cached:
-            try:
-                config = await self._read(instance)
-            except UnknownInstance:
-                self._cache.pop(instance, None)
-                raise
-            self._cache[instance] = (time.monotonic() + CACHE_SECONDS, config)
-            return config
+        if not cached:  # read now (a read already under way may have begun before a change being asked about)
+            return await asyncio.shield(self._start_load(instance))
         now = time.monotonic()
         hit = self._cache.get(instance)
         if hit and hit[0] > now:

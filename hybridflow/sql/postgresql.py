@@ -75,25 +75,6 @@ def lock_sessions(db: Driver, keys: dict[tuple[int, str], str], now: datetime) -
     return {(r[1], r[2]): SessionRow(*r) for r in rows}
 
 
-_UPDATE_SESSIONS = ("UPDATE sessions SET updated_at = $1, pauses = $2, is_paused = $3, pause_reason = $4, "
-                    "paused_by = $5, paused_at = $6, resumes_at = $7, last_human_at = $8, last_message_at = $9, "
-                    "push_name = $10 WHERE id = $11")
-
-
-def update_sessions(db: Driver, rows: list[tuple[Any, ...]]) -> None:
-    """Write back sessions: (updated_at, pauses, is_paused, pause_reason, paused_by, paused_at, resumes_at,
-    last_human_at, last_message_at, push_name, id) each."""
-    db.executemany(_UPDATE_SESSIONS, rows)
-
-
-_INSERT_EVENTS = ("INSERT INTO session_events (tenant_id, session_id, at, change, reason, actor, message_id, "
-                  "resumes_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-
-
-def insert_events(db: Driver, rows: list[tuple[Any, ...]]) -> None:
-    db.executemany(_INSERT_EVENTS, rows)
-
-
 # -- messages -------------------------------------------------------------------------------------------------
 
 
@@ -114,17 +95,6 @@ def stored_directions(db: Driver, ids: set[tuple[int, str]], deleted: str) -> di
         elif (t, m) not in found:
             found[(t, m)] = deleted
     return found
-
-
-_INSERT_MESSAGES = ("INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, "
-                    "kind, message_type, text, push_name, wa_timestamp, received_at, action, raw) VALUES ($1, $2, $3, "
-                    "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (tenant_id, message_id) "
-                    "DO NOTHING")
-
-
-def insert_messages(db: Driver, rows: list[tuple[Any, ...]]) -> None:
-    """Store messages (rows in ``_INSERT_MESSAGES``'s column order); an id stored meanwhile is left as it is."""
-    db.executemany(_INSERT_MESSAGES, rows)
 
 
 def insert_aliases(db: Driver, rows: list[tuple[int, str, str]]) -> None:
@@ -150,18 +120,6 @@ def recent_replies(db: Driver, session_ids: Iterable[int], since: datetime, repl
     return [tuple(r) for r in db.fetch(  # type: ignore[misc]
         "SELECT session_id, created_at, status FROM reply_jobs WHERE session_id = ANY($1::integer[]) AND kind = $2 "
         "AND created_at >= $3 AND status <> ALL($4::text[])", list(session_ids), reply, since, list(dropped))]
-
-
-_ENQUEUE_REPLY = ("INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id, trigger_message_id, status, "
-                  "attempts, received_at, created_at, last_message_id, due_at, updated_at) VALUES ($1, $2, $3, $4, "
-                  "$5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (session_id) WHERE status = 'queued' AND "
-                  "kind = 'reply' DO UPDATE SET due_at = excluded.due_at, last_message_id = excluded.last_message_id, "
-                  "updated_at = excluded.updated_at")
-
-
-def enqueue_replies(db: Driver, rows: list[tuple[Any, ...]]) -> None:
-    """The debounced upsert of replies (rows in ``_ENQUEUE_REPLY``'s column order)."""
-    db.executemany(_ENQUEUE_REPLY, rows)
 
 
 def skip_queued(db: Driver, session_ids: list[int], now: datetime, reason: str, skipped: str,
@@ -266,9 +224,9 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 def write_batch(db: Driver, *, messages: Sequence[Sequence[Any]], sessions: Sequence[Sequence[Any]],
                 events: Sequence[Sequence[Any]], replies: Sequence[Sequence[Any]]) -> None:
-    """The batch's writes in one statement: its messages (``insert_messages``' rows), sessions written back
-    (``update_sessions``'), pause events (``insert_events``') and replies queued (``enqueue_replies``'). Each table
-    is written by one part of it, and no row twice, so the parts never see or undo one another."""
+    """The batch's writes in one statement, in the column orders of ``sqlite.write_batch``: its messages, sessions
+    written back, pause events and replies queued. Each table is written by one part of it, and no row twice, so
+    the parts never see or undo one another."""
     if not (messages or sessions or events or replies):
         return
     db.fetch(_WRITE_BATCH, *_columns(messages, 15), *_columns(sessions, 11), *_columns(events, 8),

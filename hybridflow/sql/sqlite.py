@@ -93,18 +93,8 @@ _UPDATE_SESSION = ("UPDATE sessions SET updated_at = ?, pauses = ?, is_paused = 
                    "paused_at = ?, resumes_at = ?, last_human_at = ?, last_message_at = ?, push_name = ? WHERE id = ?")
 
 
-def update_sessions(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Write back sessions: each row is (updated_at, pauses, is_paused, pause_reason, paused_by, paused_at,
-    resumes_at, last_human_at, last_message_at, push_name, id), timestamps as ``ts`` gives them."""
-    raw.executemany(_UPDATE_SESSION, rows)
-
-
 _INSERT_EVENT = ("INSERT INTO session_events (tenant_id, session_id, at, change, reason, actor, message_id, resumes_at) "
                  "VALUES (?,?,?,?,?,?,?,?)")
-
-
-def insert_events(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    raw.executemany(_INSERT_EVENT, rows)
 
 
 # -- messages -------------------------------------------------------------------------------------------------
@@ -135,11 +125,6 @@ _STORED = ("SELECT tenant_id, message_id, direction FROM messages WHERE tenant_i
 _INSERT_MESSAGE = ("INSERT INTO messages (tenant_id, session_id, message_id, chat_id, event, direction, from_me, kind, "
                    "message_type, text, push_name, wa_timestamp, received_at, action, raw) "
                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (tenant_id, message_id) DO NOTHING")
-
-
-def insert_messages(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Store messages (rows in ``_INSERT_MESSAGE``'s column order); an id stored meanwhile is left as it is."""
-    raw.executemany(_INSERT_MESSAGE, rows)
 
 
 def insert_aliases(raw: sqlite3.Connection, rows: list[tuple[int, str, str]]) -> None:
@@ -176,9 +161,15 @@ _ENQUEUE_REPLY = ("INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id,
                   "updated_at = excluded.updated_at")
 
 
-def enqueue_replies(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """The debounced upsert of replies (rows in ``_ENQUEUE_REPLY``'s column order)."""
-    raw.executemany(_ENQUEUE_REPLY, rows)
+def write_batch(raw: sqlite3.Connection, *, messages: Sequence[Sequence[Any]], sessions: Sequence[Sequence[Any]],
+                events: Sequence[Sequence[Any]], replies: Sequence[Sequence[Any]]) -> None:
+    """A batch's writes: its messages (an id stored meanwhile is left as it is), sessions written back (updated_at,
+    pauses, is_paused, pause_reason, paused_by, paused_at, resumes_at, last_human_at, last_message_at, push_name,
+    id), pause events, and replies queued (the debounced upsert), each list in its statement's column order."""
+    for statement, rows in ((_INSERT_MESSAGE, messages), (_UPDATE_SESSION, sessions), (_INSERT_EVENT, events),
+                            (_ENQUEUE_REPLY, replies)):
+        if rows:
+            raw.executemany(statement, rows)
 
 
 def skip_queued(raw: sqlite3.Connection, session_ids: list[int], now: datetime, reason: str, skipped: str,
