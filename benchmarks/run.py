@@ -239,7 +239,13 @@ async def run_backend(bench: Bench, backend: str) -> BackendResult:
         database = Database(database_url)
         say(f"{backend}: serve is up (pid {serve.pid}); probing the reply path")
 
-        result.reply = await measure_replies(bench, serve)
+        if options.profile is not None:
+            replies = asyncio.create_task(measure_replies(bench, serve))
+            await record_quietly(serve, options.profile / f"{backend}-replies.txt",
+                                 (WARMUP_PROBES + options.probes) * (options.model_delay + 0.05))
+            result.reply = await replies
+        else:
+            result.reply = await measure_replies(bench, serve)
         bench.ollama.delay = options.load_model_delay
         trajectory: list[tuple[int, float]] = []
         first = await fill(bench, serve, database, options.marks[0], trajectory)
@@ -274,6 +280,13 @@ async def profile(bench: Bench, serve: Server, backend: str) -> str:
     finally:
         await load
     return sampling.summarize(output, bench.options.duration, rate=PROFILE_RATE)
+
+
+async def record_quietly(serve: Server, output: Path, seconds: float) -> None:
+    """py-spy on serve for ``seconds`` into ``output``, with no summary in the report (read the stacks)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    say(f"recording serve with py-spy into {output}")
+    await sampling.record(serve.pid, seconds, output, rate=PROFILE_RATE)
 
 
 # ---------------------------------------------------------------------------------------------------------------

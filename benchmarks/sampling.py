@@ -32,7 +32,7 @@ async def record(pid: int, seconds: float, output: Path, rate: int = 250) -> Pat
     if executable is None:
         raise RuntimeError("py-spy is not installed: pip install py-spy")
     await run_command([executable, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-                       "--rate", str(rate), "--threads", "--format", "raw", "--output", str(output)],
+                       "--rate", str(rate), "--nonblocking", "--threads", "--format", "raw", "--output", str(output)],
                       timeout=seconds + 60)
     return output
 

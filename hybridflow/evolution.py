@@ -25,6 +25,7 @@ import httpx
 import structlog
 
 from hybridflow.errors import SendError
+from hybridflow.http import AiohttpTransport
 
 log = structlog.get_logger("hybridflow.evolution")
 
@@ -135,7 +136,8 @@ class EvolutionClient:
 
     def __init__(self, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport or AiohttpTransport(),
+                                       follow_redirects=False)
 
     async def __aenter__(self) -> EvolutionClient:
         return self

@@ -21,6 +21,7 @@ import structlog
 
 from hybridflow import __version__
 from hybridflow.errors import SendError
+from hybridflow.http import AiohttpTransport
 
 log = structlog.get_logger("hybridflow.hooks")
 
@@ -56,7 +57,8 @@ class HookClient:
     async def post(self, url: str, body: str, *, secret: str, delivery: str, event: str) -> int:
         """POST ``body`` (JSON text) to ``url``, signed; returns the status; raises SendError."""
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport, follow_redirects=False)
+            self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport or AiohttpTransport(),
+                                           follow_redirects=False)
         data = body.encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": f"HybridFlow/{__version__}",
                    SIGNATURE_HEADER: signature(secret, data), DELIVERY_HEADER: delivery, EVENT_HEADER: event}

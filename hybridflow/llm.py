@@ -24,6 +24,7 @@ import ollama
 import structlog
 
 from hybridflow.errors import LLMError
+from hybridflow.http import AiohttpTransport
 
 log = structlog.get_logger("hybridflow.llm")
 
@@ -118,7 +119,8 @@ class LLMClient:
         self._timeout = timeout
         self._owns_client = client is None
         # ollama's own default timeout is None: a stuck model would hold a reply forever.
-        self._client = client if client is not None else ollama.AsyncClient(host=host, timeout=timeout)
+        self._client = client if client is not None else ollama.AsyncClient(host=host, timeout=timeout,
+                                                                             transport=AiohttpTransport())
         self._no_tools: set[str] = set()  # models that answered "does not support tools": asked without them
 
     async def __aenter__(self) -> LLMClient:
