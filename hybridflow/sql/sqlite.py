@@ -175,13 +175,18 @@ def write_batch(raw: sqlite3.Connection, *, messages: Sequence[Sequence[Any]], s
 def skip_queued(raw: sqlite3.Connection, session_ids: list[int], now: datetime, reason: str, skipped: str,
                 other_kinds: Sequence[str]) -> None:
     """Drop the waiting jobs of these chats: their queued reply (through the partial index) and their other
-    queued jobs of the kinds a pause skips."""
+    queued jobs of the kinds a pause skips.
+
+    The chats drive each lookup (``CROSS JOIN`` keeps that order): with ``status = 'queued'`` beside
+    ``session_id IN (json_each)``, SQLite's planner guessed the status index cheaper and walked every waiting
+    job of every chat, about 1.5 ms a batch under load here."""
     stamp, listed = ts(now), json_list(session_ids)
-    raw.execute("UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN "
-                "(SELECT value FROM json_each(?)) AND status = 'queued' AND kind = 'reply'",
-                (skipped, stamp, reason, listed))
-    raw.execute("UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE session_id IN "
-                "(SELECT value FROM json_each(?)) AND status = 'queued' AND kind IN (SELECT value FROM json_each(?))",
+    raw.execute("UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE id IN (SELECT r.id FROM "
+                "json_each(?) AS j CROSS JOIN reply_jobs AS r ON r.session_id = j.value "
+                "WHERE r.status = 'queued' AND r.kind = 'reply')", (skipped, stamp, reason, listed))
+    raw.execute("UPDATE reply_jobs SET status = ?, updated_at = ?, last_error = ? WHERE id IN (SELECT r.id FROM "
+                "json_each(?) AS j CROSS JOIN reply_jobs AS r ON r.session_id = j.value "
+                "WHERE +r.status = 'queued' AND r.kind IN (SELECT value FROM json_each(?)))",
                 (skipped, stamp, reason, listed, json_list(other_kinds)))
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from hybridflow.cli import app
 from hybridflow.models import SCHEMA_VERSION, ChatSession, Message, SchemaInfo, Tenant
+from hybridflow.sql import sqlite as sqlite_sql
 from hybridflow.store import SchemaTooNew, Store
 
 TENANTS, SESSIONS, MESSAGES = Tenant.__table__, ChatSession.__table__, Message.__table__
@@ -265,3 +266,27 @@ async def test_sqlite_second_writer_waits_for_the_first_instead_of_failing(sqlit
         assert not waiting.done(), "the second writer should wait for the lock (busy timeout), not fail"
     await asyncio.wait_for(waiting, timeout=10)
     assert await count(server, TENANTS) == 2
+
+
+async def test_dropping_a_paused_chats_waiting_jobs_looks_them_up_by_chat(tmp_path: Path) -> None:
+    """The statements that skip a paused chat's waiting jobs find them through the chat: SQLite's planner once chose
+    the status index instead and walked every job waiting in any chat, on every batch that paused one."""
+    path = tmp_path / "plans.db"
+    store = Store(f"sqlite:///{path}")
+    await store.create_schema()
+    await store.dispose()
+    raw = sqlite3.connect(path)
+    try:
+        statements: list[str] = []
+        raw.set_trace_callback(statements.append)
+        sqlite_sql.skip_queued(raw, [1, 2], NOW, "paused", "skipped_paused", ["handoff", "away"])
+        raw.set_trace_callback(None)
+        plans = {s: [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {s}")] for s in statements
+                 if s.startswith("UPDATE")}
+    finally:
+        raw.close()
+    assert len(plans) == 2
+    for statement, plan in plans.items():
+        walks = [step for step in plan if "reply_jobs" in step or step.startswith("SEARCH r ")]
+        assert walks and not any("status" in step for step in walks), (statement, plan)
+        assert any("session_id=?" in step for step in walks), (statement, plan)
