@@ -44,11 +44,21 @@ class SchemaTooNew(HybridFlowError):
 # but the request itself was fine, so it is answered like an outage (503: Evolution retries) with the reason.
 _CONNECT_ERRORS = ("InvalidCatalogNameError", "InvalidPasswordError", "InvalidAuthorizationSpecificationError",
                    "CannotConnectNowError", "TooManyConnectionsError")
+# asyncpg's own errors for a connection that is gone (closed, cut, the server shutting down), as the hot statements
+# see them: they call asyncpg directly (``hybridflow.sql.postgresql``), past SQLAlchemy's translation.
+_LOST_CONNECTION_ERRORS = frozenset({"InterfaceError", "ConnectionDoesNotExistError", "PostgresConnectionError",
+                                     "OperatorInterventionError", "InternalClientError"})
+_DRIVER_MODULES = ("asyncpg", "sqlalchemy.dialects.postgresql.asyncpg")
+# A pooled PostgreSQL connection idle this long is pinged before use; one in steady use is not (a ping is three
+# round trips with SQLAlchemy's asyncpg adapter: BEGIN, ";", ROLLBACK).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
     """True for failures that a retry may cure: server down, connection lost, SQLite busy."""
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, asyncio.TimeoutError)):
+        return True
+    if _lost_connection(exc):
         return True
     if isinstance(exc, sa_exc.DBAPIError) and type(exc.orig).__name__ in _CONNECT_ERRORS:
         return True
@@ -58,6 +68,34 @@ def is_transient_db_error(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, sa_exc.DBAPIError) and "connection" in str(exc.orig).lower()
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """An error of asyncpg (or of SQLAlchemy's adapter of it), raised past SQLAlchemy's translation, that says the
+    connection is gone."""
+    return type(exc).__module__.startswith(_DRIVER_MODULES) and any(
+        cls.__name__ in _LOST_CONNECTION_ERRORS for cls in type(exc).__mro__)
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling, as ``pool_pre_ping`` does, for connections idle a while only: the pool
+    replaces one whose ping fails (up to three tries) before anyone uses it."""
+    sync_engine = engine.sync_engine
+
+    @sa_event.listens_for(sync_engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if time.monotonic() - record.info.get("hybridflow_used", 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure of the ping means "replace it"
+            raise sa_exc.DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
+        if not alive:
+            raise sa_exc.DisconnectionError("ping failed")
+
+    @sa_event.listens_for(sync_engine, "checkin")
+    def _checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["hybridflow_used"] = time.monotonic()
 
 
 def _reason(exc: BaseException) -> str:
@@ -155,7 +193,12 @@ async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction on ``engine``, with outages reported as ``Unavailable``."""
     with _outage_is_unavailable():
         async with engine.begin() as conn:
-            yield conn
+            try:
+                yield conn
+            except Exception as exc:
+                if _lost_connection(exc):  # SQLAlchemy did not see it: the pool must not hand this one out again
+                    await conn.invalidate(exc)
+                raise
 
 
 class Store:
@@ -193,9 +236,10 @@ class Store:
             # cache of prepared statements (asyncpg's default of 100 per connection kept memory growing).
             try:
                 self.write_engine = create_async_engine(
-                    async_url, pool_size=5, max_overflow=5, pool_pre_ping=True, pool_timeout=10,
+                    async_url, pool_size=5, max_overflow=5, pool_timeout=10,
                     connect_args={"prepared_statement_cache_size": 32},
                 )
+                _ping_when_idle(self.write_engine)
             except ImportError:
                 raise ConfigError("a postgresql:// database needs the PostgreSQL driver: "
                                   "pip install 'hybridflow[postgres]'") from None
