@@ -241,7 +241,7 @@ async def run_backend(bench: Bench, backend: str) -> BackendResult:
 
         if options.profile is not None:
             replies = asyncio.create_task(measure_replies(bench, serve))
-            await record_quietly(serve, options.profile / f"{backend}-replies.txt",
+            await record(serve, options.profile / f"{backend}-replies.txt",
                                  (WARMUP_PROBES + options.probes) * (options.model_delay + 0.05))
             result.reply = await replies
         else:
@@ -270,20 +270,18 @@ async def run_backend(bench: Bench, backend: str) -> BackendResult:
 async def profile(bench: Bench, serve: Server, backend: str) -> str:
     """An extra 32-connection phase with py-spy attached to serve (its figures are not reported)."""
     assert bench.options.profile is not None
-    bench.options.profile.mkdir(parents=True, exist_ok=True)
     output = bench.options.profile / f"{backend}-c32.txt"
-    say(f"{backend}: recording serve with py-spy into {output}")
     load = asyncio.create_task(bench.driver.run(serve.url, 32, bench.options.duration + 2))
     try:
         await asyncio.sleep(1.0)
-        await sampling.record(serve.pid, bench.options.duration, output, rate=PROFILE_RATE)
+        await record(serve, output, bench.options.duration)
     finally:
         await load
     return sampling.summarize(output, bench.options.duration, rate=PROFILE_RATE)
 
 
-async def record_quietly(serve: Server, output: Path, seconds: float) -> None:
-    """py-spy on serve for ``seconds`` into ``output``, with no summary in the report (read the stacks)."""
+async def record(serve: Server, output: Path, seconds: float) -> None:
+    """py-spy on serve for ``seconds`` into ``output`` (collapsed stacks)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     say(f"recording serve with py-spy into {output}")
     await sampling.record(serve.pid, seconds, output, rate=PROFILE_RATE)

@@ -52,6 +52,7 @@ _DRIVER_MODULES = ("asyncpg", "sqlalchemy.dialects.postgresql.asyncpg")
 # A pooled PostgreSQL connection idle this long is pinged before use; one in steady use is not (a ping is three
 # round trips with SQLAlchemy's asyncpg adapter: BEGIN, ";", ROLLBACK).
 PING_AFTER_IDLE_SECONDS = 1.0
+_LAST_USED = "hybridflow_last_used"  # in a pooled connection's record.info: when it was last checked in
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
@@ -84,7 +85,7 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
     @sa_event.listens_for(sync_engine, "checkout")
     def _checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
-        if time.monotonic() - record.info.get("hybridflow_used", 0.0) < PING_AFTER_IDLE_SECONDS:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < PING_AFTER_IDLE_SECONDS:
             return
         try:
             alive = sync_engine.dialect.do_ping(dbapi_connection)
@@ -95,7 +96,7 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
     @sa_event.listens_for(sync_engine, "checkin")
     def _checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
-        record.info["hybridflow_used"] = time.monotonic()
+        record.info[_LAST_USED] = time.monotonic()
 
 
 def _reason(exc: BaseException) -> str:
@@ -239,10 +240,10 @@ class Store:
                     async_url, pool_size=5, max_overflow=5, pool_timeout=10,
                     connect_args={"prepared_statement_cache_size": 32},
                 )
-                _ping_when_idle(self.write_engine)
             except ImportError:
                 raise ConfigError("a postgresql:// database needs the PostgreSQL driver: "
                                   "pip install 'hybridflow[postgres]'") from None
+            _ping_when_idle(self.write_engine)
             self.read_engine = self.write_engine
             self.batch_engine = None
             self._batch_thread = None
