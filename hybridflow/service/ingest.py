@@ -116,7 +116,8 @@ class IngestResult:
 @dataclass(slots=True)
 class SessionState:
     """A session row being decided on, with its pauses (``hybridflow.pauses``); ``dirty`` when it must be written
-    back. The summary columns always describe ``held``."""
+    back, ``paused_changed`` when that includes its pauses (else only its activity: last message, push name). The
+    summary columns always describe ``held``."""
 
     id: int
     tenant_id: int
@@ -131,6 +132,7 @@ class SessionState:
     push_name: str | None
     held: list[Pause] = field(default_factory=list)
     dirty: bool = False
+    paused_changed: bool = False
     changes: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -179,7 +181,7 @@ class SessionState:
         state = pauses.summary(self.held, now)
         self.is_paused, self.pause_reason, self.paused_by = state.is_paused, state.pause_reason, state.paused_by
         self.paused_at, self.resumes_at = state.paused_at, state.resumes_at
-        self.dirty = True
+        self.dirty = self.paused_changed = True
 
 
 def _change(change: str, reason: str, actor: str, at: datetime, message_id: str | None,
@@ -221,7 +223,7 @@ def decide(item: Inbound, session: SessionState, now: datetime, *, duplicate: bo
     if event.chat_kind == ev.GROUP and not tenant.allow_groups:
         return STORED, "group"
     if event.author != CUSTOMER:
-        session.last_human_at = now
+        session.last_human_at = now  # written with the pause that follows
         reason = API_TAKEOVER if event.author == API else HUMAN_MESSAGE
         session.pause(reason, event.author, now, now + timedelta(seconds=tenant.resume_after), event.message_id)
         return PAUSED, reason
@@ -429,7 +431,8 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
         _skip_for_pauses(conn, dirty, now)
         ts = fast.sql.ts
         fast.sql.write_batch(fast.raw, messages=_message_tuples(messages, ts), sessions=_session_tuples(dirty, now, ts),
-                             events=_event_tuples(dirty, ts), replies=jobs.reply_rows(replies, now, ts))
+                             active=_activity_tuples(dirty, now, ts), events=_event_tuples(dirty, ts),
+                             replies=jobs.reply_rows(replies, now, ts))
     else:
         if messages:
             conn.execute(_statements(conn.dialect.name)["new_messages"], messages)
@@ -450,8 +453,16 @@ def _message_tuples(messages: list[dict[str, Any]], ts: Callable[[Any], Any]) ->
 
 
 def _session_tuples(dirty: list[SessionState], now: datetime, ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    """The sessions whose pauses changed, every column written back."""
     return [(ts(now), pauses.dump(s.held), s.is_paused, s.pause_reason, s.paused_by, ts(s.paused_at),
-             ts(s.resumes_at), ts(s.last_human_at), ts(s.last_message_at), s.push_name, s.id) for s in dirty]
+             ts(s.resumes_at), ts(s.last_human_at), ts(s.last_message_at), s.push_name, s.id)
+            for s in dirty if s.paused_changed]
+
+
+def _activity_tuples(dirty: list[SessionState], now: datetime, ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    """The sessions that only got a message: their activity columns alone, so that the pause indexes are not
+    rewritten (on SQLite an UPDATE rewrites the entries of every index on a column it sets, same value or not)."""
+    return [(ts(now), ts(s.last_message_at), s.push_name, s.id) for s in dirty if not s.paused_changed]
 
 
 def _event_tuples(dirty: list[SessionState], ts: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
@@ -512,7 +523,8 @@ def write_sessions(conn: Connection, dirty: list[SessionState], now: datetime) -
     fast = hot(conn)
     if fast is not None:
         fast.sql.write_batch(fast.raw, messages=(), sessions=_session_tuples(dirty, now, fast.sql.ts),
-                             events=_event_tuples(dirty, fast.sql.ts), replies=())
+                             active=_activity_tuples(dirty, now, fast.sql.ts), events=_event_tuples(dirty, fast.sql.ts),
+                             replies=())
     else:
         conn.execute(_statements(conn.dialect.name)["update_sessions"],
                      [{"b_id": s.id, "b_updated_at": now, "b_pauses": pauses.dump(s.held),

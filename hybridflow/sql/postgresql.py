@@ -213,8 +213,12 @@ _WRITE_BATCH = (
     "$37::integer[], $38::text[], $39::text[], $40::text[], $41::integer[], $42::timestamptz[], $43::timestamptz[], "
     "$44::text[], $45::timestamptz[], $46::timestamptz[]) ON CONFLICT (session_id) WHERE status = 'queued' AND "
     "kind = 'reply' DO UPDATE SET due_at = excluded.due_at, last_message_id = excluded.last_message_id, "
-    "updated_at = excluded.updated_at RETURNING 1) "
-    "SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM s), (SELECT count(*) FROM e), (SELECT count(*) FROM j)")
+    "updated_at = excluded.updated_at RETURNING 1), "
+    "a AS (UPDATE sessions AS x SET updated_at = u.updated_at, last_message_at = u.last_message_at, "
+    "push_name = u.push_name FROM unnest($47::timestamptz[], $48::timestamptz[], $49::text[], $50::integer[]) "
+    "AS u(updated_at, last_message_at, push_name, id) WHERE x.id = u.id RETURNING 1) "
+    "SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM s), (SELECT count(*) FROM e), (SELECT count(*) FROM j), "
+    "(SELECT count(*) FROM a)")
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -223,14 +227,15 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def write_batch(db: Driver, *, messages: Sequence[Sequence[Any]], sessions: Sequence[Sequence[Any]],
-                events: Sequence[Sequence[Any]], replies: Sequence[Sequence[Any]]) -> None:
+                active: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]],
+                replies: Sequence[Sequence[Any]]) -> None:
     """The batch's writes in one statement, in the column orders of ``sqlite.write_batch``: its messages, sessions
-    written back, pause events and replies queued. Each table is written by one part of it, and no row twice, so
-    the parts never see or undo one another."""
-    if not (messages or sessions or events or replies):
+    written back (whose pauses changed, and those that only got a message), pause events and replies queued. No row
+    is written by two parts (a session is in one of its two lists), so the parts never see or undo one another."""
+    if not (messages or sessions or active or events or replies):
         return
     db.fetch(_WRITE_BATCH, *_columns(messages, 15), *_columns(sessions, 11), *_columns(events, 8),
-             *_columns(replies, 12))
+             *_columns(replies, 12), *_columns(active, 4))
 
 
 def ts(value: datetime | None) -> datetime | None:

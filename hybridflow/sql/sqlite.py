@@ -93,6 +93,9 @@ _UPDATE_SESSION = ("UPDATE sessions SET updated_at = ?, pauses = ?, is_paused = 
                    "paused_at = ?, resumes_at = ?, last_human_at = ?, last_message_at = ?, push_name = ? WHERE id = ?")
 
 
+_TOUCH_SESSION = "UPDATE sessions SET updated_at = ?, last_message_at = ?, push_name = ? WHERE id = ?"
+
+
 _INSERT_EVENT = ("INSERT INTO session_events (tenant_id, session_id, at, change, reason, actor, message_id, resumes_at) "
                  "VALUES (?,?,?,?,?,?,?,?)")
 
@@ -162,12 +165,14 @@ _ENQUEUE_REPLY = ("INSERT INTO reply_jobs (kind, tenant_id, session_id, chat_id,
 
 
 def write_batch(raw: sqlite3.Connection, *, messages: Sequence[Sequence[Any]], sessions: Sequence[Sequence[Any]],
-                events: Sequence[Sequence[Any]], replies: Sequence[Sequence[Any]]) -> None:
-    """A batch's writes: its messages (an id stored meanwhile is left as it is), sessions written back (updated_at,
-    pauses, is_paused, pause_reason, paused_by, paused_at, resumes_at, last_human_at, last_message_at, push_name,
-    id), pause events, and replies queued (the debounced upsert), each list in its statement's column order."""
-    for statement, rows in ((_INSERT_MESSAGE, messages), (_UPDATE_SESSION, sessions), (_INSERT_EVENT, events),
-                            (_ENQUEUE_REPLY, replies)):
+                active: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]],
+                replies: Sequence[Sequence[Any]]) -> None:
+    """A batch's writes, each list in its statement's column order: its messages (an id stored meanwhile is left as
+    it is), sessions whose pauses changed written back (updated_at, pauses, is_paused, pause_reason, paused_by,
+    paused_at, resumes_at, last_human_at, last_message_at, push_name, id), sessions that only got a message
+    (updated_at, last_message_at, push_name, id), pause events, and replies queued (the debounced upsert)."""
+    for statement, rows in ((_INSERT_MESSAGE, messages), (_UPDATE_SESSION, sessions), (_TOUCH_SESSION, active),
+                            (_INSERT_EVENT, events), (_ENQUEUE_REPLY, replies)):
         if rows:
             raw.executemany(statement, rows)
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import struct
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from hybridflow.config import Settings
+from hybridflow.crypto import generate_key
 from hybridflow.errors import BadRequest, UnknownInstance
 from hybridflow.models import ChatSession, Message, ReplyJob
 from hybridflow.service import Service, TenantChanges
@@ -183,3 +189,62 @@ async def test_what_the_readme_decision_table_says_is_answered(service: Service,
     body["data"]["message"] = content
     body["data"]["messageType"] = next(iter(content))
     assert (await service.ingest(body, raw(body))).action == action
+
+
+async def test_a_batch_writes_back_pauses_and_activity_each_to_its_chat(service: Service, tenant, clock) -> None:
+    """One batch where the owner takes over a chat, a customer writes in a chat already taken over, and another
+    customer writes in a chat of their own: each session ends as its messages say."""
+    taken, waiting, free = (f"55119000{n:05d}@s.whatsapp.net" for n in (1, 2, 3))
+    first = owner(chat=waiting)
+    assert (await service.ingest(first, raw(first))).action == "paused"
+    async with service.store.read() as conn:
+        before = (await conn.execute(sa.select(ChatSession.__table__).where(
+            ChatSession.__table__.c.chat_id == waiting))).one()
+    clock.advance(seconds=60)
+    bodies = [owner(chat=taken), upsert("Ainda tem bolo?", chat=waiting, push_name="Ana"),
+              upsert("Bom dia!", chat=free, push_name="Bia")]
+    actions = [r.action for r in await asyncio.gather(*(service.ingest(b, raw(b)) for b in bodies))]
+    assert actions == ["paused", "ignored_paused", "reply_queued"]
+    async with service.store.read() as conn:
+        rows = {r.chat_id: r for r in await conn.execute(sa.select(ChatSession.__table__))}
+    now = clock()
+    assert rows[taken].is_paused and rows[taken].last_human_at == now and rows[taken].resumes_at > now
+    assert rows[taken].pauses  # its pause is kept with the summary
+    kept = rows[waiting]
+    assert kept.is_paused and kept.last_message_at == now and kept.push_name == "Ana"
+    assert (kept.resumes_at, kept.last_human_at, kept.paused_at, kept.pauses) == (
+        before.resumes_at, before.last_human_at, before.paused_at, before.pauses)
+    assert not rows[free].is_paused and rows[free].push_name == "Bia" and rows[free].last_message_at == now
+    assert rows[free].resumes_at is None and rows[free].last_human_at is None
+
+
+async def test_on_sqlite_a_customer_message_leaves_the_pause_indexes_unwritten(fake_evolution, fake_ollama, clock,
+                                                                              tmp_path: Path) -> None:
+    """Each page a commit changes is written to the WAL (and synced): a message that changes no pause must not
+    rewrite the sessions' pause indexes (an UPDATE that sets a column rewrites its index entries, same value or
+    not)."""
+    path = tmp_path / "pages.db"
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key=generate_key(), evolution_url=fake_evolution.url,
+                        ollama_host=fake_ollama.url, debounce=0.0, log_format="console")
+    async with Service.open(settings, clock=clock) as svc:
+        await svc.add_tenant("test-instance", PROMPT)
+        first = upsert("Oi")
+        assert (await svc.ingest(first, raw(first))).action == "reply_queued"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the WAL starts empty
+            roots = dict(db.execute("SELECT name, rootpage FROM sqlite_schema WHERE type IN ('table', 'index')"))
+        clock.advance(seconds=5)
+        second = upsert("Tem pão de queijo?")
+        assert (await svc.ingest(second, raw(second))).action == "reply_queued"
+        written = _wal_pages(path.with_name(path.name + "-wal"))
+    # A tiny database: each table and index is its root page alone.
+    assert {roots["sessions"], roots["ix_sessions_tenant_last_message"]} <= written  # the chat's activity is written
+    assert roots["ix_sessions_paused_resumes_at"] not in written
+    assert roots["ix_sessions_paused_last_human"] not in written
+
+
+def _wal_pages(wal: Path) -> set[int]:
+    """The page numbers of a WAL file's frames (a 32-byte header, then frames of a 24-byte header and a page)."""
+    data = wal.read_bytes()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    return {struct.unpack(">I", data[offset:offset + 4])[0] for offset in range(32, len(data), 24 + page_size)}
