@@ -36,9 +36,10 @@ from sqlalchemy.engine import Connection, Row
 
 from hybridflow.models import JOBS, MESSAGES, OPEN_JOB_STATES, QUEUED_REPLY, SESSIONS, TENANTS, JobKind, JobStatus
 from hybridflow.sql import hot
-from hybridflow.sql.rows import ClaimRow
+from hybridflow.sql.rows import BatchReads, ClaimRow
 from hybridflow.sql import sqlite as sqlite_sql
-from hybridflow.statements import add_tombstones, dialect_insert, insert_for, pairs_in, recent_texts
+from hybridflow.statements import (DELETED, add_tombstones, dialect_insert, insert_for, pairs_in, recent_texts,
+                                   stored_directions)
 
 T = TypeVar("T")
 WriteOp = Callable[[Connection], T]  # synchronous Core code, run inside the writer's batch transaction
@@ -225,20 +226,23 @@ def cancel_for_tenant(conn: Connection, tenant_id: int, now: datetime, reason: s
     return result.rowcount
 
 
-def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime) -> dict[int, tuple[list[datetime], bool]]:
-    """For the reply cap: per chat, when its model replies since ``since`` were started (those that were not
-    dropped by a pause or a removal), and whether one is waiting now (a new message joins it: no new reply)."""
-    ids = list(session_ids)
-    found: dict[int, tuple[list[datetime], bool]] = {}
-    if not ids:
-        return found
-    dropped = [SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET, EXPIRED, HANDED_OFF]
-    fast = hot(conn)
-    rows: Iterable[Any] = fast.sql.recent_replies(
-        fast.raw, ids, since, JobKind.REPLY.value, [s.value for s in dropped]) if fast is not None else conn.execute(
+# Model replies that count for the reply cap: all but those dropped before anything was sent.
+_CAP_DROPPED = (SKIPPED_PAUSED, CANCELLED, SKIPPED_BUDGET, EXPIRED, HANDED_OFF)
+
+
+def recent_replies(conn: Connection, session_ids: Iterable[int], since: datetime) -> list[tuple[int, datetime, str]]:
+    """(session_id, created_at, status) of the model replies of these chats started since ``since``, those dropped
+    before anything was sent left out (Core; ``batch_reads`` reads it with the batch's other reads)."""
+    return [(r.session_id, r.created_at, r.status) for r in conn.execute(
         sa.select(JOBS.c.session_id, JOBS.c.created_at, JOBS.c.status).where(
-            JOBS.c.session_id.in_(ids), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
-            JOBS.c.status.not_in(dropped)))
+            JOBS.c.session_id.in_(list(session_ids)), JOBS.c.kind == JobKind.REPLY, JOBS.c.created_at >= since,
+            JOBS.c.status.not_in(_CAP_DROPPED)))]
+
+
+def replies_started(rows: Iterable[tuple[int, datetime, str]]) -> dict[int, tuple[list[datetime], bool]]:
+    """For the reply cap, from ``recent_replies``' rows: per chat, when its model replies were started, and whether
+    one is waiting now (a new message joins it: no new reply)."""
+    found: dict[int, tuple[list[datetime], bool]] = {}
     for session_id, created_at, status in rows:
         started, waiting = found.get(session_id, ([], False))
         started.append(created_at)
@@ -570,15 +574,27 @@ def sending_for_session(conn: Connection, session_id: int) -> int:
 
 def recent_sends(conn: Connection, session_ids: Iterable[int], since: datetime) -> list[Row[Any]]:
     """Jobs of these chats that sent (or are sending) a text since ``since``, oldest first: what an echo of ours
-    is matched against, by its id when Evolution returned it, else by chat and text."""
-    fast = hot(conn)
-    if fast is not None:
-        return fast.sql.recent_sends(fast.raw, session_ids, since)  # type: ignore[no-any-return]
+    is matched against, by its id when Evolution returned it, else by chat and text (Core; ``batch_reads`` reads
+    it with the batch's other reads)."""
     return conn.execute(
         sa.select(JOBS.c.id, JOBS.c.tenant_id, JOBS.c.chat_id, JOBS.c.reply_text, JOBS.c.sent_message_id,
                   JOBS.c.parts, JOBS.c.parts_sent).where(
             JOBS.c.session_id.in_(list(session_ids)), JOBS.c.attempted_at >= since, JOBS.c.reply_text.is_not(None),
         ).order_by(JOBS.c.id)).all()
+
+
+def batch_reads(conn: Connection, stored: set[tuple[int, str]], sends_of: set[int], sends_since: datetime,
+                replies_of: set[int], replies_since: datetime) -> BatchReads:
+    """What a webhook batch reads once its chats are locked: which (tenant, message id) pairs are stored
+    (``stored_directions``), the recent sends to the chats ``sends_of`` (``recent_sends``) and the recent replies
+    of the chats ``replies_of`` (``recent_replies``). On PostgreSQL all three are one round trip."""
+    fast = hot(conn)
+    if fast is not None:
+        return fast.sql.batch_reads(  # type: ignore[no-any-return]
+            fast.raw, stored, DELETED, sends_of, sends_since, replies_of, replies_since, JobKind.REPLY.value,
+            [s.value for s in _CAP_DROPPED])
+    return (stored_directions(conn, stored), recent_sends(conn, sends_of, sends_since) if sends_of else [],
+            recent_replies(conn, replies_of, replies_since) if replies_of else [])
 
 
 def settle_echoes(conn: Connection, echoes: dict[int, str], now: datetime) -> None:

@@ -76,10 +76,8 @@ DELETED = "deleted"  # the "direction" of a message id that was deleted (a tombs
 
 def stored_directions(conn: Connection, ids: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
     """Which (tenant, message id) pairs are already stored, with who wrote them; ids of deleted messages
-    (retention, a forgotten chat) count as stored, by ``DELETED``."""
-    fast = hot(conn)
-    if fast is not None:
-        return fast.sql.stored_directions(fast.raw, ids, DELETED)  # type: ignore[no-any-return]
+    (retention, a forgotten chat) count as stored, by ``DELETED`` (Core; ``jobs.batch_reads`` reads it with the
+    batch's other reads)."""
     query = sa.select(MESSAGES.c.tenant_id, MESSAGES.c.message_id, MESSAGES.c.direction).where(
         pairs_in(MESSAGES.c.tenant_id, MESSAGES.c.message_id, ids)).union_all(
         sa.select(TOMBSTONES.c.tenant_id, TOMBSTONES.c.message_id, sa.literal(DELETED)).where(

@@ -29,7 +29,7 @@ from hybridflow.pauses import Pause
 from hybridflow.service import notifications
 from hybridflow.service.tenants import TenantConfig
 from hybridflow.sql import hot
-from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in, stored_directions
+from hybridflow.statements import dialect_insert, echo_key, lock_sessions, pairs_in
 from hybridflow.validation import storable_text
 
 
@@ -308,15 +308,12 @@ class _OwnSends:
     by_text: dict[tuple[int, str, str], list[tuple[int, bool]]]
 
 
-def own_sends(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
-              now: datetime) -> _OwnSends:
-    """Replies HybridFlow sent or is sending to the chats of the batch's messages written from the instance."""
+def own_sends(rows: list[Any]) -> _OwnSends:
+    """Replies HybridFlow sent or is sending to the chats of the batch's messages written from the instance, from
+    ``jobs.recent_sends``' rows."""
     found = _OwnSends({}, {})
-    session_ids = {sessions[(i.tenant.id, i.event.chat_jid)].id for i in items if i.event.sent_by_instance}
-    if not session_ids:
-        return found
     # Older echoes find the reply's own message row instead.
-    for row in jobs.recent_sends(conn, session_ids, now - ECHO_WINDOW):
+    for row in rows:
         if row.sent_message_id:
             found.by_id[(row.tenant_id, row.sent_message_id)] = row.id
         parts = jobs.load_parts(row.parts)
@@ -347,15 +344,19 @@ def _is_echo(item: Inbound, sends: _OwnSends, matched: dict[int, str]) -> bool:
     return True
 
 
-def _replies_started(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState],
-                     now: datetime) -> dict[int, tuple[list[datetime], bool]]:
-    """What the reply cap needs for the chats of the batch's customer messages (tenants with a cap only)."""
+def _reads(conn: Connection, items: list[Inbound], sessions: dict[tuple[int, str], SessionState], now: datetime,
+           echoes: dict[int, tuple[int, str]]) -> tuple[dict[tuple[int, str], str], _OwnSends,
+                                                        dict[int, tuple[list[datetime], bool]]]:
+    """What the batch's decisions read once its chats are locked (on PostgreSQL, one round trip): the message ids
+    already stored (and the tombstones of echoes), our sends to the chats of messages written from the instance,
+    and what the reply cap needs for the chats of customer messages (tenants with a cap only)."""
     capped = [i for i in items if i.tenant.reply_cap[0] and i.event.author == CUSTOMER]
-    if not capped:
-        return {}
-    longest = max(i.tenant.reply_cap[1] for i in capped)
-    ids = {sessions[(i.tenant.id, i.event.chat_jid)].id for i in capped}
-    return jobs.recent_replies(conn, ids, now - timedelta(seconds=longest))
+    longest = max((i.tenant.reply_cap[1] for i in capped), default=0.0)
+    stored, sends, replies = jobs.batch_reads(
+        conn, {(i.tenant.id, i.event.message_id) for i in items} | set(echoes.values()),
+        {sessions[(i.tenant.id, i.event.chat_jid)].id for i in items if i.event.sent_by_instance}, now - ECHO_WINDOW,
+        {sessions[(i.tenant.id, i.event.chat_jid)].id for i in capped}, now - timedelta(seconds=longest))
+    return stored, own_sends(sends), jobs.replies_started(replies)
 
 
 def _message_row(item: Inbound, session: SessionState, now: datetime, action: str, author: Author) -> dict[str, Any]:
@@ -378,9 +379,7 @@ def store_batch(conn: Connection, items: list[Inbound], now: datetime) -> list[I
     # a duplicate, and recreates no chat.
     echoes = {id(i): (i.tenant.id, echo_key(i.event.chat_jid, i.event.text)) for i in items
               if i.event.sent_by_instance and i.event.text}
-    stored = stored_directions(conn, {(i.tenant.id, i.event.message_id) for i in items} | set(echoes.values()))
-    sends = own_sends(conn, items, sessions, now)
-    started = _replies_started(conn, items, sessions, now)
+    stored, sends, started = _reads(conn, items, sessions, now, echoes)
     owner_lids = _owner_lids(conn, items)
     # A tenant read as paused may have been resumed since (by another process): the database says.
     still_paused = jobs.tenants_paused(conn, {i.tenant.id for i in items if i.tenant.paused_now(now)}, now)

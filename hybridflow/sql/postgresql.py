@@ -10,14 +10,14 @@ go in one round trip (``unnest``, or ``executemany``'s pipeline). Timestamps are
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.util import await_only
 
-from hybridflow.sql.rows import ClaimRow, SendRow, SessionRow
+from hybridflow.sql.rows import BatchReads, ClaimRow, SendRow, SessionRow
 
 
 class Driver:
@@ -78,25 +78,6 @@ def lock_sessions(db: Driver, keys: dict[tuple[int, str], str], now: datetime) -
 # -- messages -------------------------------------------------------------------------------------------------
 
 
-_STORED = ("SELECT m.tenant_id, m.message_id, m.direction FROM messages m JOIN unnest($1::integer[], $2::text[]) "
-           "AS u(t, i) ON m.tenant_id = u.t AND m.message_id = u.i UNION ALL SELECT d.tenant_id, d.message_id, NULL "
-           "FROM message_tombstones d JOIN unnest($1::integer[], $2::text[]) AS u(t, i) "
-           "ON d.tenant_id = u.t AND d.message_id = u.i")
-
-
-def stored_directions(db: Driver, ids: set[tuple[int, str]], deleted: str) -> dict[tuple[int, str], str]:
-    """Which (tenant, message id) pairs are stored, with who wrote them; tombstones count as ``deleted`` (a stored
-    row wins over a tombstone)."""
-    pairs = list(ids)
-    found: dict[tuple[int, str], str] = {}
-    for t, m, direction in db.fetch(_STORED, [p[0] for p in pairs], [p[1] for p in pairs]):
-        if direction is not None:
-            found[(t, m)] = direction
-        elif (t, m) not in found:
-            found[(t, m)] = deleted
-    return found
-
-
 def insert_aliases(db: Driver, rows: list[tuple[int, str, str]]) -> None:
     db.executemany("INSERT INTO chat_aliases (tenant_id, lid, chat_id) VALUES ($1, $2, $3) "
                    "ON CONFLICT (tenant_id, lid) DO NOTHING", rows)
@@ -105,21 +86,33 @@ def insert_aliases(db: Driver, rows: list[tuple[int, str, str]]) -> None:
 # -- the reply queue ------------------------------------------------------------------------------------------
 
 
-def recent_sends(db: Driver, session_ids: Iterable[int], since: datetime) -> list[SendRow]:
-    """The jobs of these chats that sent or are sending a text since ``since``, oldest first."""
-    return [SendRow(*r) for r in db.fetch(
-        "SELECT id, tenant_id, chat_id, reply_text, sent_message_id, parts, parts_sent FROM reply_jobs "
-        "WHERE session_id = ANY($1::integer[]) AND attempted_at >= $2 AND reply_text IS NOT NULL ORDER BY id",
-        list(session_ids), since)]
+_BATCH_READS = (
+    "SELECT ARRAY(SELECT ROW(m.tenant_id, m.message_id, m.direction) FROM messages AS m JOIN unnest($1::integer[], "
+    "$2::text[]) AS u(t, i) ON m.tenant_id = u.t AND m.message_id = u.i), "
+    "ARRAY(SELECT ROW(d.tenant_id, d.message_id) FROM message_tombstones AS d JOIN unnest($1::integer[], $2::text[]) "
+    "AS u(t, i) ON d.tenant_id = u.t AND d.message_id = u.i), "
+    "ARRAY(SELECT ROW(id, tenant_id, chat_id, reply_text, sent_message_id, parts, parts_sent) FROM reply_jobs "
+    "WHERE session_id = ANY($3::integer[]) AND attempted_at >= $4 AND reply_text IS NOT NULL ORDER BY id), "
+    "ARRAY(SELECT ROW(session_id, created_at, status) FROM reply_jobs WHERE session_id = ANY($5::integer[]) "
+    "AND created_at >= $6 AND kind = $7 AND status <> ALL($8::text[]))")
 
 
-def recent_replies(db: Driver, session_ids: Iterable[int], since: datetime, reply: str,
-                   dropped: Sequence[str]) -> list[tuple[int, datetime, str]]:
-    """(session_id, created_at, status) of the model replies of these chats started since ``since`` and not
-    ``dropped``."""
-    return [tuple(r) for r in db.fetch(  # type: ignore[misc]
-        "SELECT session_id, created_at, status FROM reply_jobs WHERE session_id = ANY($1::integer[]) AND kind = $2 "
-        "AND created_at >= $3 AND status <> ALL($4::text[])", list(session_ids), reply, since, list(dropped))]
+def batch_reads(db: Driver, stored: set[tuple[int, str]], deleted: str, sends_of: set[int], sends_since: datetime,
+                replies_of: set[int], replies_since: datetime, reply: str,
+                dropped: Sequence[str]) -> BatchReads:
+    """A webhook batch's reads (``hybridflow.jobs.batch_reads``) in one round trip, each part an array of rows:
+    which (tenant, message id) pairs are stored, with who wrote them (tombstones count as ``deleted``; a stored
+    row wins over a tombstone), the jobs of ``sends_of`` that sent or are sending a text since ``sends_since``
+    (oldest first), and (session_id, created_at, status) of the model replies of ``replies_of`` started since
+    ``replies_since`` and not ``dropped``. Each part reads what committed before the statement began: the
+    batch's chats are locked already, so nothing another process writes for them can be missed."""
+    pairs = list(stored)
+    kept, gone, sends, replies = db.fetch(
+        _BATCH_READS, [p[0] for p in pairs], [p[1] for p in pairs], list(sends_of), sends_since, list(replies_of),
+        replies_since, reply, list(dropped))[0]
+    found: dict[tuple[int, str], str] = {(t, m): deleted for t, m in gone}
+    found.update({(t, m): direction for t, m, direction in kept})
+    return found, [SendRow(*r) for r in sends], [tuple(r) for r in replies]  # type: ignore[misc]
 
 
 def skip_queued(db: Driver, session_ids: list[int], now: datetime, reason: str, skipped: str,

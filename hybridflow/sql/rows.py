@@ -52,3 +52,8 @@ class ClaimRow(NamedTuple):
     session_paused: bool
     tenant_paused: bool
     history: tuple[tuple[str, str], ...]
+
+
+# What a webhook batch reads once its chats are locked (``hybridflow.jobs.batch_reads``): (tenant, message id) ->
+# who wrote it, the recent sends to its chats, and (session_id, created_at, status) of their recent replies.
+BatchReads = tuple[dict[tuple[int, str], str], list[SendRow], list[tuple[int, datetime, str]]]

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from hybridflow.sql.rows import ClaimRow, SendRow, SessionRow
+from hybridflow.sql.rows import BatchReads, ClaimRow, SendRow, SessionRow
 
 
 def driver(conn: Connection) -> sqlite3.Connection | None:
@@ -137,6 +137,14 @@ def insert_aliases(raw: sqlite3.Connection, rows: list[tuple[int, str, str]]) ->
 
 
 # -- the reply queue ------------------------------------------------------------------------------------------
+
+
+def batch_reads(raw: sqlite3.Connection, stored: set[tuple[int, str]], deleted: str, sends_of: set[int],
+                sends_since: datetime, replies_of: set[int], replies_since: datetime, reply: str,
+                dropped: Sequence[str]) -> BatchReads:
+    """A webhook batch's reads (``hybridflow.jobs.batch_reads``): on SQLite each is a call of its own, no round trip."""
+    return (stored_directions(raw, stored, deleted), recent_sends(raw, sends_of, sends_since) if sends_of else [],
+            recent_replies(raw, replies_of, replies_since, reply, dropped) if replies_of else [])
 
 
 def recent_sends(raw: sqlite3.Connection, session_ids: Iterable[int], since: datetime) -> list[SendRow]:
