@@ -329,8 +329,16 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
     if parts is not None:
         spent["parts"] = json.dumps(list(parts), ensure_ascii=False)
     tenant_paused: bool | None = None
-    if fast is not None:  # on PostgreSQL the session FOR UPDATE, the tenant FOR SHARE: one round trip
-        is_paused, tenant_paused = fast.sql.pause_check(fast.raw, job.session_id, job.tenant_id, now)
+    # An answer to the owner goes out whatever is paused.
+    pausable = RULES[job.kind].skipped_when_paused
+    sending = {"status": SENDING, "reply_text": text, "attempted_at": now, "updated_at": now,
+               "lease_until": now + timedelta(seconds=send_lease), **spent}
+    if fast is not None:  # the check, and the move to sending when it finds nothing paused: on PostgreSQL in one
+        # round trip that locks the session FOR UPDATE and the tenant FOR SHARE
+        is_paused, tenant_paused, moved = fast.sql.send_if_free(
+            fast.raw, job.id, worker_id, RUNNING.value, job.session_id, job.tenant_id, now, pausable, _bound(sending))
+        if moved is not None:
+            return SENDING if moved == 1 else RUNNING
     else:
         query = sa.select(SESSIONS.c.is_paused).where(SESSIONS.c.id == job.session_id)
         if conn.dialect.name == "postgresql":
@@ -342,7 +350,6 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
                    last_error="the chat was forgotten")
         return CANCELLED
     # Every pause, read from the database: the chat's (all its reasons are summed up in is_paused) and the tenant's.
-    pausable = RULES[job.kind].skipped_when_paused  # an answer to the owner goes out whatever is paused
     chat_paused = pausable and is_paused
     if chat_paused or (pausable and (tenant_paused if tenant_paused is not None else
                                      bool(tenants_paused(conn, {job.tenant_id}, now, lock=True)))):
@@ -352,16 +359,19 @@ def record_attempt(conn: Connection, job: Job, *, worker_id: str, text: str, now
         _move_mine(conn, fast, job.id, worker_id, status=SKIPPED_PAUSED, reply_text=text, updated_at=now,
                    last_error=f"{what} was paused {when}", **spent)
         return SKIPPED_PAUSED
-    claimed = _move_mine(conn, fast, job.id, worker_id, status=SENDING, reply_text=text, attempted_at=now,
-                         updated_at=now, lease_until=now + timedelta(seconds=send_lease), **spent)
-    return SENDING if claimed == 1 else RUNNING
+    return SENDING if _move_mine(conn, fast, job.id, worker_id, **sending) == 1 else RUNNING
+
+
+def _bound(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values for the driver's own statements: statuses as their text."""
+    return {k: v.value if isinstance(v, JobStatus) else v for k, v in values.items()}
 
 
 def _move_mine(conn: Connection, fast: Any, job_id: int, worker_id: str, **values: Any) -> int:
     """Move a job this worker runs (``running``, claimed by it); how many rows moved."""
     if fast is not None:
-        return fast.sql.move_mine(fast.raw, job_id, worker_id, RUNNING.value,  # type: ignore[no-any-return]
-                                  {k: v.value if isinstance(v, JobStatus) else v for k, v in values.items()})
+        moved: int = fast.sql.move_mine(fast.raw, job_id, worker_id, RUNNING.value, _bound(values))
+        return moved
     mine = sa.and_(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.claimed_by == worker_id)
     return conn.execute(sa.update(JOBS).where(mine).values(**values)).rowcount
 

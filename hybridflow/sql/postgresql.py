@@ -117,11 +117,12 @@ def batch_reads(db: Driver, stored: set[tuple[int, str]], deleted: str, sends_of
 
 def skip_queued(db: Driver, session_ids: list[int], now: datetime, reason: str, skipped: str,
                 other_kinds: Sequence[str]) -> None:
-    """Drop the waiting jobs of these chats: their queued reply (through the partial index) and their other
-    queued jobs of the kinds a pause skips."""
-    db.execute("UPDATE reply_jobs SET status = $1, updated_at = $2, last_error = $3 WHERE session_id = "
-               "ANY($4::integer[]) AND status = 'queued' AND kind = 'reply'", skipped, now, reason, session_ids)
-    db.execute("UPDATE reply_jobs SET status = $1, updated_at = $2, last_error = $3 WHERE session_id = "
+    """Drop the waiting jobs of these chats in one round trip: their queued reply (through the partial index) and
+    their other queued jobs of the kinds a pause skips (``other_kinds`` never holds the reply's kind, so no row is
+    in both parts)."""
+    db.execute("WITH r AS (UPDATE reply_jobs SET status = $1, updated_at = $2, last_error = $3 WHERE session_id = "
+               "ANY($4::integer[]) AND status = 'queued' AND kind = 'reply' RETURNING 1) "
+               "UPDATE reply_jobs SET status = $1, updated_at = $2, last_error = $3 WHERE session_id = "
                "ANY($4::integer[]) AND status = 'queued' AND kind = ANY($5::text[])", skipped, now, reason,
                session_ids, list(other_kinds))
 
@@ -161,19 +162,26 @@ def claim(db: Driver, *, now: datetime, worker_id: str, lease_until: datetime, l
                   key=lambda row: row.id)
 
 
-_PAUSE_CHECK = (
-    "WITH s AS (SELECT is_paused FROM sessions WHERE id = $1 FOR UPDATE), "
-    "t AS (SELECT paused_at, paused_until FROM tenants WHERE id = $2 FOR SHARE) "
-    "SELECT (SELECT is_paused FROM s), coalesce((SELECT paused_at IS NOT NULL AND (paused_until IS NULL OR "
-    "paused_until > $3) FROM t), false)")
-
-
-def pause_check(db: Driver, session_id: int, tenant_id: int, now: datetime) -> tuple[bool | None, bool]:
-    """Whether the chat is paused (None: it is gone) and whether its tenant is paused as a whole, at ``now``, in one
-    round trip that locks them: the session FOR UPDATE, the tenant FOR SHARE (a pause being committed by another
-    process waits for this transaction, or is seen by it)."""
-    chat, tenant = db.fetch(_PAUSE_CHECK, session_id, tenant_id, now)[0]
-    return chat, tenant
+def send_if_free(db: Driver, job_id: int, worker_id: str, running: str, session_id: int, tenant_id: int,
+                 now: datetime, pausable: bool, values: dict[str, Any]) -> tuple[bool | None, bool, int | None]:
+    """Whether the chat is paused (None: it is gone) and whether its tenant is paused as a whole, at ``now``; when
+    neither holds the job back (``pausable``: a pause does), the job this worker runs moves to ``values`` too: how
+    many rows moved (0: another worker holds it now), else None. One round trip that locks the session FOR UPDATE
+    and the tenant FOR SHARE before the move is decided: a pause being committed by another process waits for this
+    transaction, or is seen by it (a row lock waited for gives its newest version)."""
+    names = list(values)
+    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=8))
+    chat, tenant, moved = db.fetch(
+        "WITH s AS (SELECT is_paused FROM sessions WHERE id = $1 FOR UPDATE), "
+        "t AS (SELECT paused_at, paused_until FROM tenants WHERE id = $2 FOR SHARE), "
+        "c AS (SELECT (SELECT is_paused FROM s) AS chat, coalesce((SELECT paused_at IS NOT NULL AND (paused_until "
+        "IS NULL OR paused_until > $3) FROM t), false) AS tenant), "
+        f"m AS (UPDATE reply_jobs SET {sets} WHERE id = $4 AND status = $5 AND claimed_by = $6 AND (SELECT "
+        "c.chat IS NOT NULL AND NOT ($7::boolean AND (c.chat OR c.tenant)) FROM c) RETURNING 1) "
+        "SELECT c.chat, c.tenant, (SELECT count(*) FROM m) FROM c",
+        session_id, tenant_id, now, job_id, running, worker_id, pausable, *values.values())[0]
+    free = chat is not None and not (pausable and (chat or tenant))
+    return chat, tenant, int(moved) if free else None
 
 
 def move_mine(db: Driver, job_id: int, worker_id: str, running: str, values: dict[str, Any]) -> int:

@@ -269,9 +269,15 @@ def move_mine(raw: sqlite3.Connection, job_id: int, worker_id: str, running: str
                        "status = ? AND claimed_by = ?", (*params, job_id, running, worker_id)).rowcount
 
 
-def pause_check(raw: sqlite3.Connection, session_id: int, tenant_id: int, now: datetime) -> tuple[bool | None, bool]:
-    """Whether the chat is paused (None: it is gone) and whether its tenant is paused as a whole, at ``now``."""
-    return session_paused(raw, session_id), tenant_id in tenants_paused(raw, [tenant_id], now)
+def send_if_free(raw: sqlite3.Connection, job_id: int, worker_id: str, running: str, session_id: int, tenant_id: int,
+                 now: datetime, pausable: bool, values: dict[str, Any]) -> tuple[bool | None, bool, int | None]:
+    """Whether the chat is paused (None: it is gone) and whether its tenant is paused as a whole, at ``now``; when
+    neither holds the job back (``pausable``: a pause does), the job this worker runs moves to ``values`` too:
+    how many rows moved (0: another worker holds it now), else None (nothing moved)."""
+    chat, tenant = session_paused(raw, session_id), tenant_id in tenants_paused(raw, [tenant_id], now)
+    if chat is None or (pausable and (chat or tenant)):
+        return chat, tenant, None
+    return chat, tenant, move_mine(raw, job_id, worker_id, running, values)
 
 
 def session_exists(raw: sqlite3.Connection, session_id: int) -> bool:
