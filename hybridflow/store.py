@@ -52,6 +52,10 @@ _DRIVER_MODULES = ("asyncpg", "sqlalchemy.dialects.postgresql.asyncpg")
 # A pooled PostgreSQL connection idle this long is pinged before use; one in steady use is not (a ping is three
 # round trips with SQLAlchemy's asyncpg adapter: BEGIN, ";", ROLLBACK).
 PING_AFTER_IDLE_SECONDS = 1.0
+# SQLite: past this many frames in the WAL (64 MiB of 4 KiB pages) the writer truncates it (``Store.checkpoint``),
+# waiting at most WAL_TRUNCATE_WAIT_MS for readers still on an older snapshot (it tries again a second later).
+WAL_RESTART_FRAMES = 16_384
+WAL_TRUNCATE_WAIT_MS = 100
 _LAST_USED = "hybridflow_last_used"  # in a pooled connection's record.info: when it was last checked in
 
 
@@ -206,9 +210,10 @@ class Store:
     """The database: a writing engine and a reading engine (the same one on PostgreSQL)."""
 
     def __init__(self, database_url: str, *, background_checkpoints: bool = False, create: bool = True,
-                 synchronous: str = "full") -> None:
+                 synchronous: str = "full", wal_restart_frames: int = WAL_RESTART_FRAMES) -> None:
         """``create``: a SQLite file (and its directory) that does not exist yet is created on first use.
-        ``synchronous``: SQLite's durability of a commit, ``full`` (survives a power loss) or ``normal``."""
+        ``synchronous``: SQLite's durability of a commit, ``full`` (survives a power loss) or ``normal``.
+        ``wal_restart_frames``: the WAL's size (in pages) past which ``checkpoint`` truncates it."""
         self.url = database_url
         self.synchronous = synchronous
         async_url = database_url_to_async(database_url)
@@ -248,6 +253,7 @@ class Store:
             self.batch_engine = None
             self._batch_thread = None
         self.background_checkpoints = background_checkpoints and self.is_sqlite
+        self.wal_restart_frames = wal_restart_frames
 
     @property
     def is_sqlite(self) -> bool:
@@ -359,10 +365,33 @@ class Store:
             await conn.execute(sa.text("SELECT 1"))
 
     async def checkpoint(self, mode: str = "PASSIVE") -> None:
-        """Move the WAL into the database file (SQLite only)."""
-        if self.is_sqlite:
-            async with self.read_engine.connect() as conn:
-                await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+        """Move the WAL into the database file (SQLite only).
+
+        A passive checkpoint never blocks the writer, but under sustained writes it never catches up with it
+        either, and SQLite starts the WAL over only once a checkpoint has copied all of it: the WAL grew by about
+        30 KiB per message for as long as webhooks kept coming (329 MiB after 11 000 here), and its index (the
+        ``-shm`` file, mapped into every connection's memory) with it. Past ``wal_restart_frames``, the writer
+        thread itself truncates the WAL between two batches: it is the one writer, so nothing competes for the
+        lock, and the batches queued meanwhile wait for that one checkpoint (what passive ones left to copy)."""
+        if not self.is_sqlite:
+            return
+        async with self.read_engine.connect() as conn:
+            row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).first()
+        if (mode == "PASSIVE" and row is not None and row[1] > self.wal_restart_frames
+                and self._batch_thread is not None):
+            await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._truncate_wal)
+
+    def _truncate_wal(self) -> None:
+        """A ``TRUNCATE`` checkpoint on the writer thread's own connection, between two of its batches."""
+        conn = self._batch_connection
+        if conn is None or conn.closed or conn.invalidated:
+            return
+        raw = conn.connection.driver_connection
+        raw.execute(f"PRAGMA busy_timeout={WAL_TRUNCATE_WAIT_MS}")  # a long read must not hold up the webhooks
+        try:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
     async def size(self) -> int:
         """The database's size on disk in bytes: the SQLite file with its ``-wal``; PostgreSQL's

@@ -290,3 +290,38 @@ async def test_dropping_a_paused_chats_waiting_jobs_looks_them_up_by_chat(tmp_pa
         walks = [step for step in plan if "reply_jobs" in step or step.startswith("SEARCH r ")]
         assert walks and not any("status" in step for step in walks), (statement, plan)
         assert any("session_id=?" in step for step in walks), (statement, plan)
+
+
+async def test_sqlite_wal_stays_bounded_while_writes_never_stop(tmp_path: Path) -> None:
+    """Passive checkpoints never catch up with a writer that never stops, and SQLite starts its WAL over only once
+    one has: the WAL (and its index, mapped into memory) grew for as long as webhooks kept coming. Past its limit
+    the writer truncates it between two batches."""
+    path = tmp_path / "wal.db"
+    store = Store(f"sqlite:///{path}", background_checkpoints=True, wal_restart_frames=256)  # 1 MiB of pages
+    await store.create_schema()
+    tenant_id = await insert(store, TENANTS, tenant_row("wal"))
+    session_id = await insert(store, SESSIONS, session_row(tenant_id, "5511999990000@s.whatsapp.net"))
+    body = "x" * 8_000
+    largest, done = 0, asyncio.Event()
+
+    async def checkpoints() -> None:  # what `serve` does every second, here more often
+        nonlocal largest
+        while not done.is_set():
+            await store.checkpoint()
+            largest = max(largest, path.with_name(path.name + "-wal").stat().st_size)
+            await asyncio.sleep(0.02)
+
+    async def writer(n: int) -> None:  # several at once: the writer thread always has a batch waiting
+        for i in range(60):
+            rows = [message_row(tenant_id, session_id, f"W{n}-{i}-{k}") | {"raw": body} for k in range(20)]
+            await store.batch(lambda conn, rows=rows: conn.execute(MESSAGES.insert(), rows))
+
+    checking = asyncio.create_task(checkpoints())
+    try:
+        await asyncio.gather(*(writer(n) for n in range(4)))  # about 40 MB of rows
+    finally:
+        done.set()
+        await checking
+        await store.dispose()
+    assert path.stat().st_size > 30 * 2**20  # everything reached the database file
+    assert largest < 12 * 2**20, f"the WAL grew to {largest / 2**20:.0f} MiB"
