@@ -169,8 +169,7 @@ def send_if_free(db: Driver, job_id: int, worker_id: str, running: str, session_
     many rows moved (0: another worker holds it now), else None. One round trip that locks the session FOR UPDATE
     and the tenant FOR SHARE before the move is decided: a pause being committed by another process waits for this
     transaction, or is seen by it (a row lock waited for gives its newest version)."""
-    names = list(values)
-    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=8))
+    sets = _assignments(values, first=8)
     chat, tenant, moved = db.fetch(
         "WITH s AS (SELECT is_paused FROM sessions WHERE id = $1 FOR UPDATE), "
         "t AS (SELECT paused_at, paused_until FROM tenants WHERE id = $2 FOR SHARE), "
@@ -184,10 +183,14 @@ def send_if_free(db: Driver, job_id: int, worker_id: str, running: str, session_
     return chat, tenant, int(moved) if free else None
 
 
+def _assignments(values: dict[str, Any], *, first: int) -> str:
+    """``SET`` assignments of ``values``' columns, bound from parameter ``$first`` on, in their order."""
+    return ", ".join(f"{name} = ${n}" for n, name in enumerate(values, start=first))
+
+
 def move_mine(db: Driver, job_id: int, worker_id: str, running: str, values: dict[str, Any]) -> int:
     """``UPDATE reply_jobs SET values`` of a job this worker runs (``running``, claimed by it); how many rows moved."""
-    names = list(values)
-    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=4))
+    sets = _assignments(values, first=4)
     status = db.execute(f"UPDATE reply_jobs SET {sets} WHERE id = $1 AND status = $2 AND claimed_by = $3",
                         job_id, running, worker_id, *values.values())
     return int(status.rpartition(" ")[2])
