@@ -27,6 +27,7 @@ log = structlog.get_logger("hybridflow.writer")
 
 # Synchronous Core code: the store runs it for a whole batch in one transaction (and, on SQLite, in one hop).
 Process = Callable[[Connection, list[T]], list[R]]
+GATHER_PASSES = 8  # the most passes of the event loop a forming batch waits for more items
 
 
 class StoreFailed(HybridFlowError):
@@ -106,6 +107,13 @@ class BatchWriter(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # The batch's statements run on the event loop: first let the webhooks already read reach the queue
+            # (each pass runs what the loop has ready), for as long as that adds to it.
+            for _ in range(GATHER_PASSES):
+                waiting = self._queue.qsize()
+                await asyncio.sleep(0)
+                if self._queue.qsize() == waiting:
+                    break
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             queued = len(batch)
@@ -124,7 +132,7 @@ class BatchWriter(Generic[T, R]):
     async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            results = await self.store.batch(lambda conn: self.process(conn, items))
+            results = await self.store.batch(lambda conn: self.process(conn, items), alone=len(items) == 1)
         except Exception as exc:  # noqa: BLE001 - every failure is answered to its waiter
             if isinstance(exc, Unavailable) or len(batch) == 1:
                 for _, future in batch:

@@ -268,6 +268,31 @@ async def test_sqlite_second_writer_waits_for_the_first_instead_of_failing(sqlit
     assert await count(server, TENANTS) == 2
 
 
+async def test_sqlite_batch_waits_for_a_lock_held_elsewhere_without_stalling_the_event_loop(sqlite_stores):
+    """A batch's statements run on the event loop, which must never wait for SQLite's lock: while a CLI command
+    holds it, the batch waits in the writer thread and commits once it is free, and the loop goes on meanwhile."""
+    server, cli = sqlite_stores
+    tenant_id = await insert(server, TENANTS, tenant_row("locked"))
+    loop = asyncio.get_running_loop()
+    async with cli.write() as holding:
+        await holding.execute(sa.insert(TENANTS).values(**tenant_row("cli")))
+        batch = asyncio.create_task(server.batch(
+            lambda conn: conn.execute(SESSIONS.insert().values(**session_row(tenant_id, "5511999990001@s.whatsapp.net")))
+            .inserted_primary_key[0]))
+        lags = []
+        for _ in range(10):  # a loop blocked by the batch would oversleep by the whole wait
+            started = loop.time()
+            await asyncio.sleep(0.05)
+            lags.append(loop.time() - started - 0.05)
+        assert not batch.done(), "the batch should wait for the lock, not fail"
+    assert await asyncio.wait_for(batch, timeout=10) > 0  # committed once the CLI's transaction ended
+    assert max(lags) < 0.2, f"the event loop stalled {max(lags):.2f} s while the batch waited"
+    assert await count(server, SESSIONS) == 1
+    assert await count(server, TENANTS) == 2
+    # The next batch finds the lock free and runs on the loop again.
+    assert await server.batch(lambda conn: conn.exec_driver_sql("SELECT count(*) FROM tenants").scalar()) == 2
+
+
 async def test_dropping_a_paused_chats_waiting_jobs_looks_them_up_by_chat(tmp_path: Path) -> None:
     """The statements that skip a paused chat's waiting jobs find them through the chat: SQLite's planner once chose
     the status index instead and walked every job waiting in any chat, on every batch that paused one."""
