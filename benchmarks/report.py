@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from floors import Floors
+
 # Targets (issue 13, which keeps issue 6's memory target), on the 2-core machine the project runs on.
 SQLITE_RATIO_TARGET = 0.40  # SQLite ingest req/s ÷ bare aiohttp req/s, at 32 connections
 POSTGRES_RATIO_TARGET = 0.25  # the same for PostgreSQL
@@ -148,7 +150,28 @@ def _ms(value: float) -> str:
     return f"{value:8.2f}"
 
 
-def render(header: list[str], results: list[BackendResult]) -> str:
+def floor_lines(floors: Floors, results: list[BackendResult]) -> list[str]:
+    """The machine's floors beside the targets they bound: the bare handler's CPU (in this run's paired phases) and
+    durable commits no ``serve`` can do without."""
+    lines = ["", "What this machine allows (measured in this run; no server can go below these):", *floors.lines()]
+    bare = {c: [r.load("bare", c) for r in results] for c in (TARGET_CONNECTIONS, 1)}
+    busy = [load.cpu_us_per_request for load in bare[TARGET_CONNECTIONS] if load is not None]
+    if busy:
+        spread = f"{min(busy):,.0f}" + (f"-{max(busy):,.0f}" if len(busy) > 1 else "")
+        lines.append(f"  the bare handler's own CPU per request at {TARGET_CONNECTIONS} connections: {spread} µs "
+                     f"(target for serve: <= {CPU_PER_ACK_TARGET_US:g} µs)")
+    single = [load.cpu_us_per_request for load in bare[1] if load is not None]
+    if single:
+        least = min(single) + floors.commit_cpu_us
+        lines.append(f"  at one connection: {min(single):,.0f} µs (bare) + {floors.commit_cpu_us:,.0f} µs (one commit) "
+                     f"= {least:,.0f} µs at least per webhook (target: <= {SQLITE_ONE_CONNECTION_CPU_TARGET_US:g} µs)")
+    lines.append(f"  a reply waits for two commits (the webhook's, and its attempt's before the send): "
+                 f"{2 * floors.idle_commit_p50_us / 1000:.1f} ms at idle of the {REPLY_OVERHEAD_TARGET_MS:g} ms "
+                 "target, before any HTTP")
+    return lines
+
+
+def render(header: list[str], results: list[BackendResult], floors: Floors | None = None) -> str:
     """The report as printed at the end of a run."""
     lines = [*header, "", "Webhook ingest: the 200 is sent after the batch holding the message is committed.",
              "  server         conns      req/s   p50 ms   p95 ms   p99 ms   errors  server CPU   CPU/req"
@@ -195,6 +218,8 @@ def render(header: list[str], results: list[BackendResult]) -> str:
         if result.profile:
             lines += ["", f"Profile of serve under {TARGET_CONNECTIONS} connections ({result.backend}):",
                       result.profile]
+    if floors is not None:
+        lines += floor_lines(floors, results)
     lines += ["", "Targets (issue 13; the memory target is issue 6's)"]
     lines += [f"  {'PASS' if c.passed else 'MISS'}  {c.target:<62} {c.figure}" for c in checks(results)]
     return "\n".join(lines)

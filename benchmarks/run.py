@@ -27,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import floors  # noqa: E402
 import harness  # noqa: E402
 import sampling  # noqa: E402
 from drivers import Driver, choose_driver, next_run_id  # noqa: E402
@@ -314,7 +315,7 @@ async def header(options: Options, driver: Driver, traffic: TrafficConfig) -> li
     ]
 
 
-async def benchmark(options: Options) -> tuple[list[str], list[BackendResult]]:
+async def benchmark(options: Options) -> tuple[list[str], list[BackendResult], floors.Floors]:
     results: list[BackendResult] = []
     async with contextlib.AsyncExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridflow-bench-")))
@@ -330,6 +331,8 @@ async def benchmark(options: Options) -> tuple[list[str], list[BackendResult]]:
         traffic_file = traffic.save(work / "traffic.json")
         driver = choose_driver(options.loadgen, work, traffic, traffic_file)
         lines = await header(options, driver, traffic)
+        say("measuring the machine's floors (durable commits, thread hops)")
+        machine = await floors.measure(work)
         secret_key = (await run_command([*HYBRIDFLOW, "keys", "generate"], cwd=work, timeout=60)).strip()
         env = clean_env(secret_key=secret_key, log_level="warning", log_format="json", host="127.0.0.1",
                         ollama_host=ollama.url or "", evolution_url=evolution.url or "")
@@ -341,27 +344,27 @@ async def benchmark(options: Options) -> tuple[list[str], list[BackendResult]]:
         bench = Bench(options, work, traffic, traffic_file, evolution, ollama, driver, bare, env)
         for backend in options.backends:
             results.append(await run_backend(bench, backend))
-    return lines, results
+    return lines, results, machine
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
 
-    async def run() -> tuple[list[str], list[BackendResult]]:
+    async def run() -> tuple[list[str], list[BackendResult], floors.Floors]:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         return await benchmark(options)
 
     try:
-        lines, results = asyncio.run(run())
+        lines, results, machine = asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted; every process and temporary directory was cleaned up")
         return 130
-    print(render(lines, results))
+    print(render(lines, results, machine))
     if options.json is not None:
-        options.json.write_text(json.dumps({"header": lines, "results": [asdict(r) for r in results]}, indent=2,
-                                           default=str))
+        options.json.write_text(json.dumps({"header": lines, "floors": asdict(machine),
+                                            "results": [asdict(r) for r in results]}, indent=2, default=str))
     return 0
 
 
