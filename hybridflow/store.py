@@ -318,19 +318,28 @@ class Store:
         if self._batch_thread is None:
             async with _transaction(self.write_engine) as conn:
                 return await conn.run_sync(work)
-        loop = asyncio.get_running_loop()
         with _outage_is_unavailable():
             async with self._batch_lock:
                 conn = self._writer_connection()
                 try:
                     result = self._run_batch(conn, work, wait=False)
                 except _LockTaken:
-                    return await loop.run_in_executor(self._batch_thread, self._sync_transaction, work)
+                    return await self._in_thread(self._sync_transaction, work)
                 if alone:
                     self._commit_batch(conn)
                 else:
-                    await loop.run_in_executor(self._batch_thread, self._commit_batch, conn)
+                    await self._in_thread(self._commit_batch, conn)
                 return result
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` in the writer thread. Cancelled meanwhile, it still waits for the call to end before it
+        gives the connection back (the thread goes on with it regardless)."""
+        done = asyncio.get_running_loop().run_in_executor(self._batch_thread, call, *args)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            raise
 
     def _writer_connection(self) -> Connection:
         """The batching writer's connection (a new one after a lost one); its busy timeout is 0 between batches:
@@ -440,7 +449,7 @@ class Store:
         if (mode == "PASSIVE" and row is not None and row[1] > self.wal_restart_frames
                 and self._batch_thread is not None):
             async with self._batch_lock:
-                await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._truncate_wal)
+                await self._in_thread(self._truncate_wal)
 
     def _truncate_wal(self) -> None:
         """A ``TRUNCATE`` checkpoint on the writer thread's own connection, between two of its batches."""
