@@ -25,7 +25,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = structlog.get_logger("hybridflow.writer")
 
-# Synchronous Core code: the store runs it for a whole batch in one transaction (and, on SQLite, in one hop).
+# Synchronous Core code: the store runs it for a whole batch in one transaction (on SQLite, on the event loop).
 Process = Callable[[Connection, list[T]], list[R]]
 GATHER_PASSES = 8  # the most passes of the event loop a forming batch waits for more items
 
@@ -107,8 +107,8 @@ class BatchWriter(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            # The batch's statements run on the event loop: first let the webhooks already read reach the queue
-            # (each pass runs what the loop has ready), for as long as that adds to it.
+            # Let the webhooks already read reach the queue first (each pass runs what the loop has ready), for as
+            # long as that adds to it: on SQLite the batch's statements then hold the loop, which reads no more.
             for _ in range(GATHER_PASSES):
                 waiting = self._queue.qsize()
                 await asyncio.sleep(0)
