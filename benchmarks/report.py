@@ -154,13 +154,11 @@ def floor_lines(floors: Floors, results: list[BackendResult]) -> list[str]:
     """The machine's floors beside the targets they bound: the bare handler's CPU (in this run's paired phases) and
     durable commits no ``serve`` can do without."""
     lines = ["", "What this machine allows (measured in this run; no server can go below these):", *floors.lines()]
-    bare = {c: [r.load("bare", c) for r in results] for c in (TARGET_CONNECTIONS, 1)}
-    busy = [load.cpu_us_per_request for load in bare[TARGET_CONNECTIONS] if load is not None]
+    busy, single = _bare_cpu(results, TARGET_CONNECTIONS), _bare_cpu(results, 1)
     if busy:
         spread = f"{min(busy):,.0f}" + (f"-{max(busy):,.0f}" if len(busy) > 1 else "")
         lines.append(f"  the bare handler's own CPU per request at {TARGET_CONNECTIONS} connections: {spread} µs "
                      f"(target for serve: <= {CPU_PER_ACK_TARGET_US:g} µs)")
-    single = [load.cpu_us_per_request for load in bare[1] if load is not None]
     if single:
         least = min(single) + floors.commit_cpu_us
         lines.append(f"  at one connection: {min(single):,.0f} µs (bare) + {floors.commit_cpu_us:,.0f} µs (one commit) "
@@ -169,6 +167,11 @@ def floor_lines(floors: Floors, results: list[BackendResult]) -> list[str]:
                  f"{2 * floors.idle_commit_p50_us / 1000:.1f} ms at idle of the {REPLY_OVERHEAD_TARGET_MS:g} ms "
                  "target, before any HTTP")
     return lines
+
+
+def _bare_cpu(results: list[BackendResult], connections: int) -> list[float]:
+    """The bare handler's CPU per request in each of the run's paired phases at ``connections``."""
+    return [load.cpu_us_per_request for result in results if (load := result.load("bare", connections))]
 
 
 def render(header: list[str], results: list[BackendResult], floors: Floors | None = None) -> str:
